@@ -1,0 +1,73 @@
+"""Schema of the `data:` section of a config (validated with OmegaConf, see medmim.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class RecipeConfig:
+    """Preprocessing recipe applied once per file, then cached (data/preprocess.py).
+
+    Attributes:
+        orientation: axcodes to reorient to ("RAS"), or "" to keep the file's orientation.
+        spacing: target voxel spacing in mm (x, y, z); null keeps the native spacing.
+        intensity: "ct" (HU window -> [0, 1]), "mr_percentile", "mr_zscore" or "none".
+        window: HU window [low, high] for "ct".
+        percentiles: [low, high] percentiles for "mr_percentile".
+        foreground_crop: crop to the bounding box of the body (values above the window floor).
+        pad_to: pad every axis to at least this size (usually the crop size); null = no padding.
+    """
+
+    orientation: str = "RAS"
+    spacing: Optional[list[float]] = field(default_factory=lambda: [2.0, 2.0, 2.0])
+    intensity: str = "ct"
+    window: list[float] = field(default_factory=lambda: [-750.0, 1750.0])
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    foreground_crop: bool = True
+    pad_to: Optional[list[int]] = None
+
+
+@dataclass
+class AugmentConfig:
+    """Two-view sampling and per-view augmentation (data/views.py)."""
+
+    scale_jitter: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    flip_prob: float = 0.5
+    intensity: bool = True
+    noise_std: float = 0.02
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    brightness: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    contrast: list[float] = field(default_factory=lambda: [0.75, 1.25])
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they become training batches.
+
+    Attributes:
+        source: a folder (scanned recursively), a datalist JSON, a CSV or a MedMNIST `.npz`.
+        key: the datalist / CSV field that holds the image path.
+        split: the datalist section or npz split to read ("training", "train", ...).
+        cache_dir: the persistent cache of preprocessed volumes; "" = `<run parent>/.cache`.
+        crop_size: (D, H, W) of each view, in voxels after the recipe.
+        num_views: views per scan (2 for self-distillation).
+        batch_size: scans per step and per process.
+        num_workers: DataLoader workers.
+        on_error: "skip" records a bad file in skipped.jsonl and goes on; "fail" stops before
+            training starts.
+    """
+
+    source: str = ""
+    key: str = "image"
+    split: str = "training"
+    cache_dir: str = ""
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    crop_size: list[int] = field(default_factory=lambda: [96, 96, 96])
+    num_views: int = 2
+    batch_size: int = 2
+    num_workers: int = 0
+    on_error: str = "skip"

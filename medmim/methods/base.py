@@ -1,0 +1,45 @@
+"""The method contract: the training loop knows nothing about a method beyond this class."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import nn
+
+from medmim.types import StepOutput, TrainContext
+
+
+class PretrainMethod(nn.Module, ABC):
+    """Base of every self-supervised method (SMART, SMIT, iBOT, AttMask, MST, PUMIT, ...).
+
+    A method owns its student (trained), its teacher (EMA, if any), heads, maskers and losses.
+    Everything it needs to resume exactly (teacher weights, loss centers) lives in its
+    `state_dict` as parameters or buffers.
+
+    Args:
+        context: run facts for schedules expressed in epochs.
+    """
+
+    #: the name under which the exported encoder's JSON records the method.
+    method_name: str = "method"
+
+    def __init__(self, context: TrainContext | None = None) -> None:
+        super().__init__()
+        self.context = context or TrainContext()
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Any], step: int) -> StepOutput:
+        """Compute the loss of one batch at optimizer step `step` (0-based)."""
+
+    def on_optimizer_step(self, step: int) -> None:
+        """Called after each optimizer step (EMA teacher update). Default: nothing."""
+
+    @property
+    @abstractmethod
+    def encoder(self) -> nn.Module:
+        """The student backbone that `medmim export` writes."""
+
+    def encoder_config(self) -> dict[str, Any]:
+        """Architecture options of `encoder` (recorded in `encoder.json`)."""
+        return getattr(self.encoder, "config", {})
