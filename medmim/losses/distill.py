@@ -1,0 +1,222 @@
+"""Centred and sharpened cross-entropy for self-distillation (DINO / iBOT / SMIT / SMART).
+
+For a teacher output t and a student output s (logits over K prototypes):
+
+    P_t = softmax((t - c) / tau_t)        (centred, sharpened; no gradient)
+    P_s = softmax(s / tau_s)              (SMIT eq. 3, SMART eq. 3)
+    CE  = -sum_k P_t[k] log P_s[k]        (SMIT eqs. 2 and 4, SMART eqs. 2, 4, 5)
+
+and the centre follows the teacher: c <- m c + (1 - m) mean(t), m = 0.9, where the mean runs over
+the batch (and, for patch tokens, over tokens first), all-reduced across DDP ranks.
+
+One instance per *token family*, each with its own centre: the SA [CLS] (AITD), the pooled
+token (GITD / ITD) and the patch tokens (AMPD / MPD). Two entry points:
+
+- `global_loss`: cross-view pairs (teacher view q, student view v != q), CE averaged over the
+  batch, then over the pairs (ITD / AITD / GITD).
+- `patch_loss`: same-view pairs (q == v), CE averaged over the *masked* tokens of each sample
+  (masked sum / max(count, 1)), then over the batch, then over the views (MPD / AMPD).
+
+Each call updates the centre from all teacher outputs it was given, after computing the loss
+(as iBOT). tau_t follows `warmup_constant`: `warmup_teacher_temp` (0.04) for `warmup_delay`
+steps, then linear to `teacher_temp` (0.07) over `warmup_steps` steps, both computed by the
+method from epochs (SMIT: 30 epochs; the SMIT code delays the patch warm-up by 30 epochs).
+The centre is a registered buffer (1, K), so it is saved in the method's state_dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medmim.errors import ConfigError
+from medmim.registry import LOSSES
+from medmim.schedules import warmup_constant
+
+
+@LOSSES.register("distill")
+class DistillationLoss(nn.Module):
+    """Centred, sharpened cross-entropy between teacher and student outputs of one token family.
+
+    Args:
+        out_dim: K, the number of prototypes (the head's output width).
+        student_temp: tau_s (0.1).
+        teacher_temp: final tau_t (0.07).
+        warmup_teacher_temp: initial tau_t (0.04).
+        warmup_steps: steps of the linear tau_t warm-up (method: warm-up epochs * steps/epoch);
+            0 = `teacher_temp` from the first step.
+        warmup_delay: steps at `warmup_teacher_temp` before the warm-up starts.
+        center_momentum: m of the centre update (0.9).
+
+    Example:
+        >>> loss = DistillationLoss(out_dim=8192, warmup_steps=30 * 100)
+        >>> s = [torch.randn(4, 8192), torch.randn(4, 8192)]
+        >>> t = [torch.randn(4, 8192), torch.randn(4, 8192)]
+        >>> loss.global_loss(s, t, step=0).shape, loss.center.shape
+        (torch.Size([]), torch.Size([1, 8192]))
+    """
+
+    center: Tensor
+
+    def __init__(
+        self,
+        out_dim: int = 8192,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        warmup_steps: int = 0,
+        warmup_delay: int = 0,
+        center_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("student_temp", student_temp),
+            ("teacher_temp", teacher_temp),
+            ("warmup_teacher_temp", warmup_teacher_temp),
+        ):
+            if value <= 0:
+                raise ConfigError(f"loss option '{name}' must be > 0, got {value}")
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ConfigError(
+                f"loss option 'center_momentum' must lie in [0, 1], got {center_momentum}"
+            )
+        self.student_temp = float(student_temp)
+        self.teacher_temp_final = float(teacher_temp)
+        self.warmup_teacher_temp = float(warmup_teacher_temp)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_delay = int(warmup_delay)
+        self.center_momentum = float(center_momentum)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def teacher_temp(self, step: int) -> float:
+        """tau_t at optimizer step `step` (a pure function of the step)."""
+        return warmup_constant(
+            step,
+            self.warmup_steps,
+            self.warmup_teacher_temp,
+            self.teacher_temp_final,
+            self.warmup_delay,
+        )
+
+    @torch.no_grad()
+    def teacher_probs(self, teacher: Tensor, step: int) -> Tensor:
+        """softmax((t - c) / tau_t) in float32, no gradient: (..., K) -> (..., K)."""
+        return F.softmax((teacher.float() - self.center) / self.teacher_temp(step), dim=-1)
+
+    def cross_entropy(self, student: Tensor, teacher_probs: Tensor) -> Tensor:
+        """-sum_k P_t log softmax(s / tau_s), per token: (..., K) -> (...)."""
+        log_ps = F.log_softmax(student.float() / self.student_temp, dim=-1)
+        return -(teacher_probs * log_ps).sum(dim=-1)
+
+    def global_loss(
+        self,
+        student: Sequence[Tensor],
+        teacher: Sequence[Tensor],
+        step: int,
+        update_center: bool = True,
+    ) -> Tensor:
+        """Cross-view CE (ITD, AITD, GITD), averaged over the batch and the view pairs.
+
+        Args:
+            student: per view, (B, K) student logits (at least two views).
+            teacher: per view, (B, K) teacher logits, same views in the same order.
+            step: optimizer step (for tau_t).
+            update_center: update the centre from `teacher` after the loss.
+
+        Returns:
+            Scalar loss.
+        """
+        _check_views(student, teacher, min_views=2)
+        probs = [self.teacher_probs(t, step) for t in teacher]
+        terms = [
+            self.cross_entropy(s, p).mean()
+            for q, p in enumerate(probs)
+            for v, s in enumerate(student)
+            if v != q
+        ]
+        if update_center:
+            self.update_center(teacher)
+        return torch.stack(terms).mean()
+
+    def patch_loss(
+        self,
+        student: Sequence[Tensor],
+        teacher: Sequence[Tensor],
+        masks: Sequence[Tensor],
+        step: int,
+        update_center: bool = True,
+    ) -> Tensor:
+        """Same-view CE on masked tokens (MPD, AMPD), eq. 5 averaged per sample, batch and view.
+
+        Args:
+            student: per view, (B, N, K) student patch logits.
+            teacher: per view, (B, N, K) teacher patch logits.
+            masks: per view, (B, N) or (B, d, h, w) bool, True = masked (the student's mask).
+            step: optimizer step (for tau_t).
+            update_center: update the centre from `teacher` (all tokens) after the loss.
+
+        Returns:
+            Scalar loss; a sample with no masked token contributes 0.
+        """
+        _check_views(student, teacher, min_views=1)
+        if len(masks) != len(student):
+            raise ValueError(f"patch_loss got {len(student)} views but {len(masks)} masks")
+        terms = []
+        for s, t, m in zip(student, teacher, masks):
+            m = m.reshape(m.shape[0], -1).float()
+            if m.shape != s.shape[:2]:
+                raise ValueError(
+                    f"mask {tuple(m.shape)} does not match patch tokens {tuple(s.shape[:2])}"
+                )
+            ce = self.cross_entropy(s, self.teacher_probs(t, step))
+            terms.append(((ce * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)).mean())
+        if update_center:
+            self.update_center(teacher)
+        return torch.stack(terms).mean()
+
+    def forward(
+        self,
+        student: Sequence[Tensor],
+        teacher: Sequence[Tensor],
+        step: int,
+        masks: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """`patch_loss` when `masks` is given, else `global_loss`."""
+        if masks is None:
+            return self.global_loss(student, teacher, step)
+        return self.patch_loss(student, teacher, masks, step)
+
+    @torch.no_grad()
+    def update_center(self, teacher: Sequence[Tensor]) -> None:
+        """c <- m c + (1 - m) mean(t), the mean over every token of every view and rank.
+
+        Global outputs (B, K) are averaged over the batch; patch outputs (B, N, K) over tokens,
+        then over the batch (iBOT). Under torch.distributed the sums are all-reduced.
+        """
+        rows = torch.cat(
+            [t.float().reshape(t.shape[0], -1, t.shape[-1]).mean(dim=1) for t in teacher]
+        )
+        count = rows.new_full((1, 1), float(rows.shape[0]))
+        total = torch.cat([rows.sum(dim=0, keepdim=True), count], dim=1)  # one all-reduce
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+        batch_center = total[:, :-1] / total[:, -1:]
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
+
+
+def _check_views(student: Sequence[Tensor], teacher: Sequence[Tensor], min_views: int) -> None:
+    """Views must be given as equally long lists of equally shaped tensors."""
+    if isinstance(student, Tensor) or isinstance(teacher, Tensor):
+        raise TypeError("pass the views as a list of tensors, one per view: [view1, view2]")
+    if len(student) != len(teacher) or len(student) < min_views:
+        raise ValueError(
+            f"need the same number (>= {min_views}) of student and teacher views, "
+            f"got {len(student)} and {len(teacher)}"
+        )
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f"student {tuple(s.shape)} and teacher {tuple(t.shape)} shapes differ")

@@ -1,0 +1,172 @@
+"""Small helpers shared by the maskers: counts, grid checks, random draws, upsampling.
+
+A mask lives on the *masking grid* (d, h, w) as a bool tensor (B, d, h, w), True = masked
+(medmim.types.MaskOutput). A backbone whose token grid is finer than the masking grid (Swin's
+patch-embedding grid, e.g. 48^3 for a 6^3 masking grid) and the masked-voxel losses need it on a
+finer grid: `upsample_mask` repeats each cell along each axis, `mask_to_voxels` goes straight to
+the voxel grid of the input volume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from medmim.errors import ConfigError, did_you_mean
+
+Grid = tuple[int, int, int]
+
+#: how a fractional count `ratio * N` becomes a number of cells.
+ROUNDINGS = ("ceil", "floor", "round")
+
+
+def check_grid(grid: Sequence[int]) -> Grid:
+    """Return `grid` as a tuple of three positive ints, or raise ValueError naming the problem."""
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 3 or any(g < 1 for g in grid):
+        raise ValueError(f"a masking grid is three positive sizes (d, h, w), got {grid}")
+    return grid  # type: ignore[return-value]
+
+
+def check_ratio(ratio: float, name: str = "ratio", *, high: float = 1.0) -> float:
+    """Return `ratio` as a float in [0, high], or raise ConfigError naming the option."""
+    ratio = float(ratio)
+    if not 0.0 <= ratio <= high:
+        raise ConfigError(f"masker option '{name}' must lie in [0, {high}], got {ratio}")
+    return ratio
+
+
+def check_rounding(rounding: str) -> str:
+    """Return `rounding` if it is one of ROUNDINGS, else raise ConfigError."""
+    if rounding not in ROUNDINGS:
+        raise ConfigError(
+            f"masker option 'rounding' must be one of {', '.join(ROUNDINGS)}, got '{rounding}'."
+            f"{did_you_mean(rounding, ROUNDINGS)}"
+        )
+    return rounding
+
+
+def num_masked(ratio: float, n: int, rounding: str = "ceil") -> int:
+    """Number of cells to mask out of `n` for `ratio`.
+
+    `ceil` is SMIT's MaskGenerator (ceil(0.7 * 216) = 152), `floor` is `int()` as in the AttMask
+    and iBOT code. A tiny tolerance keeps 0.7 * 10 from becoming 8 under `ceil`.
+
+    Returns:
+        An int in [0, n].
+    """
+    x = float(ratio) * n
+    if rounding == "ceil":
+        k = math.ceil(x - 1e-9)
+    elif rounding == "floor":
+        k = math.floor(x + 1e-9)
+    elif rounding == "round":
+        k = round(x)
+    else:
+        check_rounding(rounding)
+    return int(min(max(k, 0), n))
+
+
+def rand(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None
+) -> Tensor:
+    """`torch.rand` drawn on the generator's device (so any generator works), moved to `device`."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
+
+
+def rank_mask(ranks: Tensor, start: int, stop: int) -> Tensor:
+    """Bool mask of the cells whose rank lies in [start, stop).
+
+    Args:
+        ranks: (B, N) long, `ranks[b, i]` is the position of token i when row b is sorted.
+        start, stop: rank range to select.
+
+    Returns:
+        (B, N) bool.
+    """
+    return (ranks >= start) & (ranks < stop)
+
+
+def ranks_of(scores: Tensor, descending: bool) -> Tensor:
+    """Rank of every entry in its row: 0 for the largest (descending) or smallest score.
+
+    Args:
+        scores: (B, N) float.
+
+    Returns:
+        (B, N) long; each row is a permutation of 0..N-1 (ties broken by index, stable sort).
+    """
+    order = torch.sort(scores.float(), dim=1, descending=descending, stable=True).indices
+    ranks = torch.empty_like(order)
+    arange = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return ranks.scatter_(1, order, arange)
+
+
+def random_cells(
+    batch_size: int,
+    n: int,
+    k: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Exactly `k` random cells out of `n` per row, drawn independently per row.
+
+    Returns:
+        (B, N) bool with `k` True per row.
+    """
+    ranks = ranks_of(rand((batch_size, n), generator, device), descending=False)
+    return ranks < k
+
+
+def upsample_mask(mask: Tensor, factor: int | Sequence[int]) -> Tensor:
+    """Repeat every cell `factor` times along each spatial axis (nearest-neighbour upsampling).
+
+    Args:
+        mask: (B, d, h, w) or (B, 1, d, h, w), any dtype.
+        factor: one int or (fd, fh, fw); non-cubic factors allowed.
+
+    Returns:
+        (B, d*fd, h*fh, w*fw) (or with the channel axis kept), same dtype.
+
+    Example:
+        >>> m = torch.zeros(2, 6, 6, 3, dtype=torch.bool)
+        >>> upsample_mask(m, 8).shape
+        torch.Size([2, 48, 48, 24])
+    """
+    factors = (int(factor),) * 3 if isinstance(factor, int) else tuple(int(f) for f in factor)
+    if len(factors) != 3 or any(f < 1 for f in factors):
+        raise ValueError(f"upsample factor must be one or three positive ints, got {factor}")
+    if mask.dim() not in (4, 5):
+        raise ValueError(f"mask must be (B, d, h, w) or (B, 1, d, h, w), got {tuple(mask.shape)}")
+    first = mask.dim() - 3
+    for axis, f in enumerate(factors):
+        if f > 1:
+            mask = mask.repeat_interleave(f, dim=first + axis)
+    return mask
+
+
+def mask_to_voxels(mask: Tensor, spatial_shape: Sequence[int]) -> Tensor:
+    """Upsample a grid mask to the voxels of an input volume, with a channel axis.
+
+    Args:
+        mask: (B, d, h, w) bool on the masking grid.
+        spatial_shape: (D, H, W) of the input; each must be a multiple of the grid size.
+
+    Returns:
+        (B, 1, D, H, W), same dtype as `mask`; ready for `MaskedL1Loss` against (B, C, D, H, W).
+    """
+    if mask.dim() != 4:
+        raise ValueError(f"mask must be (B, d, h, w) on the masking grid, got {tuple(mask.shape)}")
+    shape = tuple(int(s) for s in spatial_shape)
+    grid = tuple(mask.shape[-3:])
+    if len(shape) != 3 or any(s % g for s, g in zip(shape, grid)):
+        raise ValueError(
+            f"input size {shape} is not a multiple of the masking grid {grid}; crop the input "
+            f"to a multiple of the mask cell size"
+        )
+    factors = tuple(s // g for s, g in zip(shape, grid))
+    return upsample_mask(mask, factors).unsqueeze(1)
