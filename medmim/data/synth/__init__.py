@@ -1,0 +1,1 @@
+"""Building blocks of the synthetic CT phantoms (`medmim.data.phantoms` is the public entry)."""
