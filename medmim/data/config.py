@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass
@@ -18,6 +18,8 @@ class RecipeConfig:
         percentiles: [low, high] percentiles for "mr_percentile".
         foreground_crop: crop to the bounding box of the body (values above the window floor).
         pad_to: pad every axis to at least this size (usually the crop size); null = no padding.
+        cache_dtype: dtype of the cached array, "float32" or "float16" (half the disk and page
+            cache; ~1e-3 relative precision, enough for [0, 1] windowed CT).
     """
 
     orientation: str = "RAS"
@@ -27,6 +29,19 @@ class RecipeConfig:
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     foreground_crop: bool = True
     pad_to: Optional[list[int]] = None
+    cache_dtype: str = "float32"
+
+
+#: Named recipes (`medmim.data.preprocess` documents where each value comes from).
+RECIPES: dict[str, RecipeConfig] = {
+    "smart": RecipeConfig(spacing=[2.0, 2.0, 2.0], window=[-750.0, 1750.0]),
+    "smit": RecipeConfig(spacing=[1.5, 1.5, 2.0], window=[-175.0, 250.0]),
+    "native_ct": RecipeConfig(spacing=None),
+    "mr": RecipeConfig(spacing=[1.0, 1.0, 1.0], intensity="mr_zscore"),
+    "medmnist": RecipeConfig(
+        orientation="", spacing=None, window=[0.0, 255.0], foreground_crop=False
+    ),
+}
 
 
 @dataclass
@@ -71,3 +86,24 @@ class DataConfig:
     batch_size: int = 2
     num_workers: int = 0
     on_error: str = "skip"
+
+
+def as_data_config(cfg: Any) -> DataConfig:
+    """A `DataConfig` from a DataConfig, an OmegaConf node or a plain dict (validated)."""
+    return _as(cfg, DataConfig)
+
+
+def as_recipe(cfg: Any) -> RecipeConfig:
+    """A `RecipeConfig` from a RecipeConfig, an OmegaConf node or a plain dict (validated)."""
+    return _as(cfg, RecipeConfig)
+
+
+def _as(cfg: Any, schema: type) -> Any:
+    if isinstance(cfg, schema):
+        return cfg
+    from omegaconf import OmegaConf
+
+    from medmim.config import validate
+
+    node = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(dict(cfg or {}))
+    return OmegaConf.to_object(validate(node, schema))

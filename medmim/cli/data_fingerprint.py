@@ -1,0 +1,34 @@
+"""`medmim data fingerprint SOURCE [--out JSON]`: what a source holds, before choosing a recipe.
+
+Counts, spacings, shapes, intensity percentiles, a modality guess and the unreadable files with
+their reasons (see `medmim.data.fingerprint`), printed and optionally written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
+    parser.add_argument("--out", type=Path, default=None, help="write the fingerprint as JSON here")
+    parser.add_argument("--key", default="image", help="datalist/CSV field of the image path")
+    parser.add_argument("--split", default="training", help="datalist section or npz split")
+    parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmim.data.fingerprint import fingerprint, format_summary
+    from medmim.data.sources import resolve_source
+
+    records = resolve_source(args.source, key=args.key, split=args.split)
+    fp = fingerprint(records, samples=args.samples, seed=args.seed)
+    print(format_summary(fp))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(fp, indent=1))
+        print(f"wrote {args.out}")
+    return 0 if fp["num_readable"] else 1

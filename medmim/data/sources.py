@@ -1,0 +1,206 @@
+"""Data sources: where the images are. Every source becomes a list of `Record`s.
+
+A source is one of:
+
+- a folder, scanned recursively for image files and DICOM series folders. Sub-folders whose
+  name starts with 'label' or 'mask' (MSD `labelsTr`, nnU-Net, the phantoms' `labels/`) are
+  skipped, so a dataset root never feeds segmentations to pretraining as images. MedMNIST
+  archives found in a folder are skipped too (give the `.npz` itself as the source);
+- an MSD-style datalist JSON `{"training": [{"image": ..., "label": ...}, ...]}` (the section is
+  `split`, the image field is `key`; relative paths are resolved against the JSON's folder);
+- a CSV with a header `image,label,...` (relative paths resolved against the CSV's folder);
+- a MedMNIST v2 3D `.npz` (`train_images` (N, 28, 28, 28) uint8, `train_labels` (N, 1), `val_*`,
+  `test_*`); one record per volume, values kept as uint8 0..255: use the "medmnist" recipe
+  (`orientation='' spacing=null window=[0,255] foreground_crop=false`).
+  'training'/'validation' are read as 'train'/'val';
+- a single image file or DICOM series folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmim.data.io import EXTENSIONS, extension, is_dicom_dir, is_dicom_file, load_volume
+from medmim.errors import DataError, did_you_mean
+
+#: Folder name prefixes that hold segmentations, skipped when a folder is scanned.
+LABEL_DIR_PREFIXES: tuple[str, ...] = ("label", "mask")
+_SPLIT_ALIASES = {"training": "train", "validation": "val", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a source.
+
+    Attributes:
+        image: path of the image file or DICOM series folder.
+        label: the label path or class, if the source has one.
+        extra: the other fields of the datalist / CSV row.
+        array_key: for `.npz` sources, the array holding the volume ('train_images').
+        array_index: for stacked volumes (MedMNIST), the volume's index in `array_key`.
+    """
+
+    image: str
+    label: Any = None
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    array_key: str | None = None
+    array_index: int | None = None
+
+    @property
+    def name(self) -> str:
+        """A unique, readable id: the path, plus '::key[i]' for a volume inside an archive."""
+        if self.array_key is None:
+            return self.image
+        return f"{self.image}::{self.array_key}[{self.array_index}]"
+
+    def load(self, **kwargs: Any):
+        """Read the volume (see `medmim.data.io.load_volume`)."""
+        return load_volume(
+            self.image, array_key=self.array_key, array_index=self.array_index, **kwargs
+        )
+
+
+def resolve_source(
+    source: str | Path, *, key: str = "image", split: str = "training"
+) -> list[Record]:
+    """List the records of a source (a folder, datalist JSON, CSV, MedMNIST npz or one image).
+
+    Raises:
+        DataError: when the source does not exist, cannot be parsed or holds no images.
+    """
+    path = Path(source).expanduser()
+    if not str(source):
+        raise DataError(
+            "data.source", "no source given; set data.source=PATH (folder, JSON, CSV or npz)"
+        )
+    if not path.exists():
+        raise DataError(path, "source not found")
+    ext = extension(path)
+    if path.is_dir() and not is_dicom_dir(path):
+        records = scan_folder(path)
+    elif ext == ".json":
+        records = read_datalist(path, key=key, split=split)
+    elif ext == ".csv":
+        records = read_csv(path, key=key)
+    elif ext == ".npz" and _medmnist_keys(path):
+        records = read_medmnist(path, split=split)
+    else:
+        records = [Record(str(path))]
+    if not records:
+        raise DataError(
+            path, f"source holds no images (supported: {', '.join(EXTENSIONS)}, DICOM folders)"
+        )
+    return records
+
+
+def scan_folder(folder: str | Path) -> list[Record]:
+    """Image files and DICOM series folders under `folder`, sorted by path."""
+    folder = Path(folder)
+    found: list[Record] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            if path.name.lower().startswith(LABEL_DIR_PREFIXES):
+                continue
+            if is_dicom_dir(path):
+                found.append(Record(str(path)))
+            found.extend(scan_folder(path))
+        elif extension(path) in EXTENSIONS and not is_dicom_file(path):
+            if extension(path) == ".npz" and _medmnist_keys(path):
+                continue
+            found.append(Record(str(path)))
+    return found
+
+
+def read_datalist(path: str | Path, *, key: str = "image", split: str = "training") -> list[Record]:
+    """Records of one section of an MSD-style datalist JSON."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"not a readable JSON datalist: {exc}") from exc
+    if not isinstance(data, dict) or split not in data:
+        keys = list(data) if isinstance(data, dict) else []
+        raise DataError(
+            path,
+            f"no section '{split}'.{did_you_mean(split, keys)} Sections: {keys}; set data.split",
+        )
+    records = []
+    for i, item in enumerate(data[split]):
+        item = {key: item} if isinstance(item, str) else dict(item)
+        if key not in item:
+            raise DataError(
+                path,
+                f"{split}[{i}] has no field '{key}'.{did_you_mean(key, item)} Fields: {list(item)}",
+            )
+        records.append(_record(path.parent, item, key))
+    return records
+
+
+def read_csv(path: str | Path, *, key: str = "image") -> list[Record]:
+    """Records of a CSV with a header row; `key` names the image column."""
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        if key not in columns:
+            raise DataError(
+                path,
+                f"no column '{key}'.{did_you_mean(key, columns)} Columns: {columns}; set data.key",
+            )
+        return [_record(path.parent, row, key) for row in reader if row.get(key)]
+
+
+def read_medmnist(path: str | Path, *, split: str = "train") -> list[Record]:
+    """One record per volume of a MedMNIST v2 3D archive split; the label is an int."""
+    path = Path(path)
+    split = _SPLIT_ALIASES.get(split, split)
+    splits = sorted(k[: -len("_images")] for k in _medmnist_keys(path))
+    if split not in splits:
+        raise DataError(
+            path, f"no MedMNIST split '{split}'.{did_you_mean(split, splits)} Splits: {splits}"
+        )
+    with np.load(path, allow_pickle=False) as archive:
+        images = archive[f"{split}_images"]
+        labels = archive[f"{split}_labels"] if f"{split}_labels" in archive else None
+    if images.ndim != 4:
+        raise DataError(
+            path, f"'{split}_images' has shape {images.shape}; MedMNIST 3D is (N, D, H, W)"
+        )
+    return [
+        Record(
+            str(path),
+            label=None if labels is None else int(np.asarray(labels[i]).reshape(-1)[0]),
+            array_key=f"{split}_images",
+            array_index=i,
+        )
+        for i in range(images.shape[0])
+    ]
+
+
+def _record(base: Path, item: dict[str, Any], key: str) -> Record:
+    image = _resolve(base, item.pop(key))
+    label = item.pop("label", None)
+    if isinstance(label, str) and label:
+        label = _resolve(base, label) if extension(label) in EXTENSIONS else label
+    return Record(image, label=label, extra=item)
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _medmnist_keys(path: Path) -> list[str]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return [k for k in archive.keys() if k.endswith("_images")]
+    except Exception:
+        return []

@@ -1,0 +1,109 @@
+"""Sources: folder scan, MSD datalist, CSV, MedMNIST npz, single file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medmim.data.sources import Record, resolve_source
+from medmim.errors import DataError
+
+
+def _touch_dicom(folder: Path, n: int = 2) -> None:
+    folder.mkdir(parents=True)
+    for k in range(n):
+        img = sitk.Image(4, 4, sitk.sitkInt16)
+        sitk.WriteImage(img, str(folder / f"slice{k}.dcm"))
+
+
+def test_folder_scan(tmp_path: Path, scans) -> None:
+    root = tmp_path / "data"
+    for rel in (
+        "a.nii.gz",
+        "sub/b.nii",
+        "sub/deeper/c.mha",
+        "labelsTr/a.nii.gz",
+        "masks/m.nii.gz",
+        ".hidden/h.nii.gz",
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "notes.txt").write_text("not an image")
+    _touch_dicom(root / "patient1" / "series1")
+    np.savez(root / "organmnist3d.npz", train_images=np.zeros((2, 4, 4, 4), np.uint8))
+    names = [Path(r.image).relative_to(root).as_posix() for r in resolve_source(root)]
+    assert names == ["a.nii.gz", "patient1/series1", "sub/b.nii", "sub/deeper/c.mha"]
+
+
+def test_datalist_resolves_paths_against_its_folder(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "Task01"
+    folder.mkdir()
+    datalist = {
+        "training": [
+            {"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz", "site": "A"},
+            {"image": "/abs/b.nii.gz", "label": 3},
+        ],
+        "test": ["./imagesTs/c.nii.gz"],
+    }
+    (folder / "dataset.json").write_text(json.dumps(datalist))
+    monkeypatch.chdir(tmp_path)  # relative paths must not depend on the working directory
+    records = resolve_source(folder / "dataset.json")
+    assert [r.image for r in records] == [str(folder / "imagesTr/a.nii.gz"), "/abs/b.nii.gz"]
+    assert records[0].label == str(folder / "labelsTr/a.nii.gz") and records[0].extra == {
+        "site": "A"
+    }
+    assert records[1].label == 3
+    assert [r.image for r in resolve_source(folder / "dataset.json", split="test")] == [
+        str(folder / "imagesTs/c.nii.gz")
+    ]
+    with pytest.raises(DataError, match="no section 'trainig'. Did you mean 'training'"):
+        resolve_source(folder / "dataset.json", split="trainig")
+    with pytest.raises(DataError, match=r"training\[0\] has no field 'img'"):
+        resolve_source(folder / "dataset.json", key="img")
+
+
+def test_csv(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("image,label,age\nscans/a.nii.gz,1,60\n/x/b.nrrd,0,70\n,,\n")
+    records = resolve_source(tmp_path / "list.csv")
+    assert [r.image for r in records] == [str(tmp_path / "scans/a.nii.gz"), "/x/b.nrrd"]
+    assert [r.label for r in records] == ["1", "0"] and records[1].extra == {"age": "70"}
+    with pytest.raises(DataError, match="no column 'img'. Did you mean 'image'"):
+        resolve_source(tmp_path / "list.csv", key="img")
+
+
+def test_medmnist(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        f"{split}_{kind}": (
+            rng.integers(0, 256, (n, 28, 28, 28), dtype=np.uint8)
+            if kind == "images"
+            else np.arange(n)[:, None] % 11
+        )
+        for split, n in (("train", 5), ("val", 2), ("test", 3))
+        for kind in ("images", "labels")
+    }
+    np.savez_compressed(tmp_path / "organmnist3d.npz", **arrays)
+    train = resolve_source(tmp_path / "organmnist3d.npz")  # 'training' -> 'train'
+    assert len(train) == 5 and [r.label for r in train] == [0, 1, 2, 3, 4]
+    assert train[2].name == f"{tmp_path / 'organmnist3d.npz'}::train_images[2]"
+    assert len(resolve_source(tmp_path / "organmnist3d.npz", split="validation")) == 2
+    vol = train[3].load()
+    assert vol.shape == (1, 28, 28, 28)
+    np.testing.assert_array_equal(vol[0].numpy(), arrays["train_images"][3])
+    with pytest.raises(DataError, match="no MedMNIST split 'tset'. Did you mean 'test'"):
+        resolve_source(tmp_path / "organmnist3d.npz", split="tset")
+
+
+def test_single_file_and_bad_sources(tmp_path: Path, ct_file: Path) -> None:
+    assert resolve_source(ct_file) == [Record(str(ct_file))]
+    with pytest.raises(DataError, match="source not found"):
+        resolve_source(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        resolve_source(tmp_path / "empty")
+    with pytest.raises(DataError, match="no source given"):
+        resolve_source("")

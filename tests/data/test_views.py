@@ -1,0 +1,100 @@
+"""Two-view sampling: shapes, determinism, padding, scale jitter, flips and each augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from medmim.data.config import AugmentConfig
+from medmim.data.views import (
+    VIEW_PROBS,
+    ViewSampler,
+    adjust_contrast,
+    adjust_gamma,
+    gaussian_blur,
+    random_region,
+)
+
+NO_AUG = AugmentConfig(flip_prob=0.0, intensity=False)
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return np.random.default_rng(0).random((1, 40, 36, 30), dtype=np.float32)
+
+
+def test_views_shapes_and_determinism(volume: np.ndarray) -> None:
+    sampler = ViewSampler([16, 20, 24], AugmentConfig(scale_jitter=[0.7, 1.4]), num_views=3)
+    a = sampler(volume, np.random.default_rng([0, 0, 5]))
+    b = sampler(volume, np.random.default_rng([0, 0, 5]))
+    c = sampler(volume, np.random.default_rng([0, 1, 5]))
+    assert [v.shape for v in a] == [torch.Size([1, 16, 20, 24])] * 3 and a[0].dtype == torch.float32
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[0], a[1])
+
+
+def test_plain_crop_is_a_block_of_the_volume(volume: np.ndarray) -> None:
+    view = ViewSampler([8, 8, 8], NO_AUG, num_views=1)(volume, np.random.default_rng(3))[0].numpy()
+    corner = np.argwhere(volume[0] == view[0, 0, 0, 0])[0]
+    x, y, z = corner
+    np.testing.assert_array_equal(view, volume[:, x : x + 8, y : y + 8, z : z + 8])
+
+
+def test_small_volume_is_padded_with_background() -> None:
+    small = np.ones((1, 5, 6, 7), np.float32)
+    region = random_region(small, (8, 8, 8), np.random.default_rng(0), background=-1.0)
+    assert (
+        region.shape == (1, 8, 8, 8)
+        and (region == 1).sum() == 5 * 6 * 7
+        and (region == -1).sum() == 512 - 210
+    )
+
+
+def test_flips() -> None:
+    vol = np.arange(4 * 5 * 6, dtype=np.float32).reshape(1, 4, 5, 6)
+    view = ViewSampler([4, 5, 6], AugmentConfig(flip_prob=1.0, intensity=False))(
+        vol, np.random.default_rng(0)
+    )[0]
+    np.testing.assert_array_equal(view.numpy(), vol[:, ::-1, ::-1, ::-1])
+
+
+def test_scale_jitter_resizes_back(volume: np.ndarray) -> None:
+    sampler = ViewSampler(
+        [12, 12, 12], AugmentConfig(scale_jitter=[2.0, 2.0], flip_prob=0.0, intensity=False)
+    )
+    view = sampler(volume, np.random.default_rng(0))[0]
+    assert view.shape == (1, 12, 12, 12)
+    assert view.std() < torch.from_numpy(volume).std() * 0.8  # 2x downsampling averages voxels
+
+
+def test_intensity_probabilities_per_view(volume: np.ndarray) -> None:
+    off = [dict.fromkeys(VIEW_PROBS[0], 0.0)] * 2
+    plain = ViewSampler([8, 8, 8], NO_AUG)(volume, np.random.default_rng(1))
+    aug_off = ViewSampler([8, 8, 8], AugmentConfig(flip_prob=0.0), view_probs=off)(
+        volume, np.random.default_rng(1)
+    )
+    assert all(torch.equal(x, y) for x, y in zip(plain, aug_off))
+    assert VIEW_PROBS[0] != VIEW_PROBS[1]  # asymmetric views, as in DINO / SMART
+
+
+def test_gaussian_blur_matches_scipy() -> None:
+    x = torch.rand(1, 12, 10, 9, generator=torch.Generator().manual_seed(0))
+    ours = gaussian_blur(x, 0.8)
+    ref = gaussian_filter(x[0].numpy().astype(np.float64), 0.8, mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(ours[0].numpy(), ref, atol=1e-5)
+
+
+def test_gamma_and_contrast() -> None:
+    x = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(adjust_gamma(x, 1.0), x, atol=1e-5, rtol=0)
+    g = adjust_gamma(x, 1.5)
+    assert (
+        not torch.allclose(g, x)
+        and abs(g.mean() - x.mean()) < 1e-5
+        and abs(g.std() - x.std()) < 1e-5
+    )
+    c = adjust_contrast(x, 1.5)
+    assert c.min() >= x.min() and c.max() <= x.max() and c.std() > x.std()
+    assert torch.allclose(adjust_contrast(x, 1.0), x, atol=1e-6)
