@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         """Import the package whose modules register entries here (once, on first lookup)."""
         if self.package is not None:
             package, self.package = self.package, None
-            importlib.import_module(package)
+            import_submodules(package)
 
     def register(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator that registers a class or function under `name` (default: its own name)."""
@@ -109,8 +109,8 @@ def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: s
 def import_submodules(package: str) -> None:
     """Import every module of `package` so that their `@REGISTRY.register` decorators run.
 
-    Each registering package's `__init__` calls this, so a new file registers itself without
-    anyone editing a list.
+    A registry calls this for its package on first lookup, so a new file registers itself
+    without anyone editing a list, and importing one module never imports its siblings.
     """
     module = importlib.import_module(package)
     for info in pkgutil.iter_modules(module.__path__):

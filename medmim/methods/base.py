@@ -35,6 +35,13 @@ class PretrainMethod(nn.Module, ABC):
     def on_optimizer_step(self, step: int) -> None:
         """Called after each optimizer step (EMA teacher update). Default: nothing."""
 
+    def on_encoder_loaded(self) -> None:
+        """Called after `init_from` loaded pretrained weights into `encoder`.
+
+        Methods with an EMA teacher copy the student into the teacher here, so a run started
+        from pretrained weights never distils from a random teacher.
+        """
+
     @property
     @abstractmethod
     def encoder(self) -> nn.Module:

@@ -1,5 +1,1 @@
-"""medmim.models: importing the package registers every module in it."""
-
-from medmim.registry import import_submodules
-
-import_submodules(__name__)
+"""medmim.models: every module here is imported by its registry on first lookup."""

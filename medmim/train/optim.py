@@ -1,0 +1,155 @@
+"""AdamW with parameter groups, per-step schedules, gradient clipping and last-layer freezing.
+
+The learning rate follows a linear warm-up then a cosine decay, the weight decay a cosine from
+0.04 to 0.4 (DINO/iBOT/SMART), both pure functions of the optimizer step (medmim/schedules.py)
+written into the parameter groups before every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from medmim.errors import ConfigError
+from medmim.schedules import cosine, warmup_cosine
+
+#: parameters whose name contains this are frozen for `optim.freeze_last_layer_epochs`.
+LAST_LAYER_KEY = "last_layer"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step -> learning rate / weight decay / last-layer freeze of one run.
+
+    Attributes:
+        total_steps: optimizer steps of the run.
+        warmup_steps: linear warm-up steps of the learning rate.
+        freeze_steps: steps during which the last layer's gradients are dropped.
+        lr, min_lr: peak and final learning rate.
+        wd, wd_end: weight decay at the first and the last step.
+    """
+
+    total_steps: int
+    warmup_steps: int
+    freeze_steps: int
+    lr: float
+    min_lr: float
+    wd: float
+    wd_end: float
+
+    @classmethod
+    def from_config(cls, optim: Any, steps_per_epoch: int, total_steps: int) -> Schedule:
+        """Build from an `OptimConfig` (epochs converted to steps)."""
+        return cls(
+            total_steps=total_steps,
+            warmup_steps=round(float(optim.warmup_epochs) * steps_per_epoch),
+            freeze_steps=round(float(optim.freeze_last_layer_epochs) * steps_per_epoch),
+            lr=float(optim.lr), min_lr=float(optim.min_lr),
+            wd=float(optim.weight_decay), wd_end=float(optim.weight_decay_end),
+        )
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at `step`: linear 0 -> lr over warm-up, then cosine -> min_lr."""
+        return warmup_cosine(step, self.total_steps, self.lr, self.min_lr, self.warmup_steps)
+
+    def wd_at(self, step: int) -> float:
+        """Weight decay at `step`: cosine wd -> wd_end over the run."""
+        return cosine(step, self.total_steps, self.wd, self.wd_end)
+
+    def last_layer_frozen(self, step: int) -> bool:
+        return step < self.freeze_steps
+
+
+def param_groups(
+    module: nn.Module, no_decay_keys: Iterable[str] = ()
+) -> list[dict[str, object]]:
+    """Split the trainable parameters into a decayed and a non-decayed group.
+
+    No weight decay for: parameters with `ndim <= 1` (norm scales, biases), names ending in
+    `.bias`, names containing one of `no_decay_keys` (cls/mask tokens, position embeddings) and
+    names listed by `module.no_weight_decay()` if the module defines it (timm convention).
+    Frozen parameters (`requires_grad=False`, e.g. an EMA teacher) are left out.
+
+    Returns:
+        Two groups with an extra key `apply_wd` that `apply_schedule` reads, and `names`.
+    """
+    keys = tuple(no_decay_keys)
+    extra = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    names: dict[bool, list[str]] = {True: [], False: []}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(".bias") or name in extra or any(k in name for k in keys)
+        (no_decay if skip else decay).append(p)
+        names[not skip].append(name)
+    return [
+        {"params": decay, "apply_wd": True, "names": names[True]},
+        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0, "names": names[False]},
+    ]
+
+
+def build_optimizer(module: nn.Module, optim: Any) -> torch.optim.AdamW:
+    """AdamW over `param_groups(module)` from an `OptimConfig`; lr and wd are set per step."""
+    groups = [g for g in param_groups(module, optim.no_decay_keys) if g["params"]]
+    if not groups:
+        raise ConfigError("the method has no trainable parameters (all requires_grad=False)")
+    betas = tuple(float(b) for b in optim.betas)
+    if len(betas) != 2:
+        raise ConfigError(f"optim.betas must be two numbers, got {list(betas)}")
+    return torch.optim.AdamW(groups, lr=float(optim.lr), betas=betas)  # type: ignore[arg-type]
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
+    """Write this step's learning rate (all groups) and weight decay (decayed group only)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * float(group.get("lr_scale", 1.0))
+        group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
+
+
+def cancel_last_layer_grads(module: nn.Module) -> int:
+    """Drop the gradients of every parameter whose name contains "last_layer".
+
+    With `grad = None`, AdamW skips the parameter entirely (no update, no weight decay), so it
+    keeps its value (DINO's `cancel_gradients_last_layer`). Returns how many were dropped.
+    """
+    count = 0
+    for name, p in module.named_parameters():
+        if LAST_LAYER_KEY in name and p.grad is not None:
+            p.grad = None
+            count += 1
+    return count
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float, mode: str) -> torch.Tensor:
+    """Clip gradients and return the global gradient norm before clipping (for logging).
+
+    Args:
+        params: the parameters.
+        max_norm: threshold; 0 or less only measures the norm.
+        mode: "global" (`clip_grad_norm_`) or "per_param" (each gradient's own norm is clipped
+            to `max_norm`, as DINO/iBOT/SMART's `clip_gradients`).
+
+    Returns:
+        0-d tensor, the L2 norm of all gradients together (inf/nan when one is non-finite).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+    if max_norm <= 0:
+        return total
+    if mode == "global":
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0).to(grads[0]))
+    elif mode == "per_param":
+        scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+        torch._foreach_mul_(grads, scales)
+    else:
+        raise ConfigError(f"optim.clip_mode: '{mode}' is not 'per_param' or 'global'")
+    return total

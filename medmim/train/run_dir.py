@@ -1,0 +1,131 @@
+"""The run directory `runs/<name>/` and the guards that run BEFORE any training step.
+
+- A new run never overwrites an existing one (a folder with config.yaml or checkpoints).
+- `resume=true` needs `checkpoints/last.ckpt`; the model and method must be unchanged.
+- The folder must be writable and its disk must hold the checkpoints the run will write.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from medmim.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+CKPT_DIR = "checkpoints"
+FIGURES_DIR = "figures"
+#: room for logs, TensorBoard events and figures, on top of the checkpoints.
+LOG_RESERVE_BYTES = 64 * 2**20
+#: keys that may change silently when resuming (they do not change what is computed); other
+#: changes are warned about (e.g. train.max_steps: the schedules then span another length),
+#: and model/method changes are refused.
+RESUMABLE_CHANGES = ("resume", "train.log_every",
+                     "train.vis_every", "train.ckpt_every", "train.keep_every", "train.progress",
+                     "train.device", "train.max_nonfinite", "data.num_workers", "data.cache_dir",
+                     "data.source", "output_dir")
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True when `run_dir` already belongs to a run (config.yaml or any checkpoint)."""
+    ckpts = run_dir / CKPT_DIR
+    return (run_dir / CONFIG_FILE).is_file() or (ckpts.is_dir() and any(ckpts.glob("*.ckpt")))
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Create `run_dir` if needed; refuse to overwrite a run; check it is writable.
+
+    Raises:
+        ConfigError: with the fix (resume=true, another name=, a writable output_dir=).
+    """
+    last = run_dir / CKPT_DIR / "last.ckpt"
+    if resume and not last.is_file():
+        raise ConfigError(
+            f"resume=true but {last} does not exist (wrong name=/output_dir=, or the run stopped "
+            "before its first checkpoint); drop resume=true and choose another name= or delete "
+            "the folder to start over"
+        )
+    if not resume and holds_run(run_dir):
+        fix = "pass resume=true to continue it, choose" if last.is_file() else "choose"
+        raise ConfigError(
+            f"{run_dir} already holds a run; {fix} another name=..., or delete the folder to "
+            "start over"
+        )
+    try:
+        (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+        (run_dir / FIGURES_DIR).mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir / CKPT_DIR, prefix=".probe-") as probe:
+            probe.write(b"medmim")
+            probe.flush()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write to run directory {run_dir} ({exc.strerror or exc}); set "
+            "output_dir= to a writable folder"
+        ) from exc
+
+
+def estimate_checkpoint_bytes(method: nn.Module) -> int:
+    """Rough size of one checkpoint: the method's state plus two AdamW moments per trainable
+    parameter, plus 5% for the rest."""
+    state = sum(t.numel() * t.element_size() for t in method.state_dict().values())
+    moments = sum(2 * p.numel() * 4 for p in method.parameters() if p.requires_grad)
+    return int(1.05 * (state + moments)) + 2**20
+
+
+def check_disk_space(run_dir: Path, ckpt_bytes: int, total_steps: int, keep_every: int) -> int:
+    """Fail now if the disk cannot hold last.ckpt twice (old + new while replacing), every
+    kept step-XXXXXX.ckpt, and the logs. Returns the bytes needed."""
+    keeps = total_steps // keep_every if keep_every > 0 else 0
+    need = (2 + keeps) * ckpt_bytes + LOG_RESERVE_BYTES
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise ConfigError(
+            f"{run_dir}: {free / 2**30:.2f} GiB free but this run needs about "
+            f"{need / 2**30:.2f} GiB ({2 + keeps} checkpoints of {ckpt_bytes / 2**20:.0f} MiB and "
+            "logs); free some space, raise or zero train.keep_every, or set output_dir= to "
+            "another disk"
+        )
+    return need
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
+    """Compare the config of a run being resumed with the one it was started with.
+
+    Returns:
+        The changed keys. Changes in `model` or `method` raise (the weights would not fit, or
+        the run would silently become another one); other changes are logged as warnings.
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return []
+    saved = _flatten(yaml.safe_load(path.read_text()) or {})
+    now = _flatten(current)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    changed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    fatal = [k for k in changed if k.startswith(("model.", "method."))]
+    if fatal:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in fatal)
+        raise ConfigError(
+            f"resume=true with other model/method settings than {path} ({diffs}); resume with "
+            "the saved settings, or start a new run with init_from= to reuse the weights"
+        )
+    for key in changed:
+        log.warning("resuming with %s changed: %r -> %r", key, saved.get(key), now.get(key))
+    return changed

@@ -1,0 +1,112 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from toy_training import EXACT, ToyAutoencoder, ToyVolumes, method_state, toy_config
+
+from medmim.train.checkpoint import seed_everything
+from medmim.train.loop import NonFiniteLossError, pretrain
+
+CONTRACT_KEYS = {"method", "optimizer", "scaler", "step", "epoch", "rng", "sampler", "config",
+                 "encoder", "encoder_config", "medmim_version"}
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_logs_figures_and_checkpoints(tmp_path: Path) -> None:
+    run = pretrain(toy_config(tmp_path, "train.vis_every=100", "train.keep_every=8"), dataset=ToyVolumes())
+    assert run == tmp_path / "toy"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last.ckpt", "step-000008.ckpt", "step-000016.ckpt"]
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["loss_curves.png", "step-000001.png"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
+    assert [r["step"] for r in rows(run)] == [1, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert {"loss", "loss/rec", "lr", "wd", "grad_norm", "speed/samples_per_s"} <= set(rows(run)[0])
+    assert "step 16 epoch 1.875 loss" in (run / "train.log").read_text()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert CONTRACT_KEYS <= set(ckpt) and ckpt["step"] == 16 and ckpt["epoch"] == 2
+    assert ckpt["sampler"] == {"epoch": 2, "index": 0, "seed": 0, "world_size": 1, "batch_size": 2,
+                               "accumulate": 1, "steps_per_epoch": 8}
+    assert ckpt["encoder_config"]["name"] == "toy_encoder" and ckpt["config"]["name"] == "toy"
+    for key, value in ckpt["encoder"].items():
+        assert torch.equal(value, ckpt["method"][f"student.{key}"])
+
+
+def test_last_layer_is_frozen_for_the_first_steps(tmp_path: Path) -> None:
+    run = pretrain(toy_config(tmp_path, "train.keep_every=4", "train.max_steps=8"), dataset=ToyVolumes())
+    seed_everything(0)
+    initial = ToyAutoencoder({"name": "toy_encoder", "dim": 8}).state_dict()
+    at4 = torch.load(run / "checkpoints" / "step-000004.ckpt", weights_only=True)["method"]
+    at8 = method_state(run)
+    assert torch.equal(at4["head.last_layer.weight"], initial["head.last_layer.weight"])
+    assert not torch.equal(at8["head.last_layer.weight"], initial["head.last_layer.weight"])
+    assert not torch.equal(at4["head.proj.weight"], initial["head.proj.weight"])
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
+    run = pretrain(toy_config(tmp_path, "method.nan_at=[3,6]", "train.keep_every=1", "train.max_steps=8"),
+                   dataset=ToyVolumes())
+    before = torch.load(run / "checkpoints" / "step-000003.ckpt", weights_only=True)
+    after = torch.load(run / "checkpoints" / "step-000004.ckpt", weights_only=True)
+    for key, value in before["method"].items():
+        if key != "center":  # updated by the forward pass
+            assert torch.equal(value, after["method"][key]), key
+    assert str(before["optimizer"]["state"]) == str(after["optimizer"]["state"])
+    assert [r["nonfinite/total"] for r in rows(run)] == [0, 0, 1, 1, 2]
+    assert "step 3: non-finite loss or gradients (loss nan" in (run / "train.log").read_text()
+    assert after["counters"] == {"nonfinite_total": 1, "nonfinite_row": 1}
+
+
+def test_nonfinite_in_a_row_stops_with_a_usable_checkpoint(tmp_path: Path) -> None:
+    cfg = toy_config(tmp_path, "method.nan_at=[2,3,4]", "train.max_nonfinite=3", "train.keep_every=2")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite for 3 steps in a row \(up to step 4\).*last.ckpt"):
+        pretrain(cfg, dataset=ToyVolumes())
+    ckpt = torch.load(tmp_path / "toy" / "checkpoints" / "last.ckpt", weights_only=True)
+    good = torch.load(tmp_path / "toy" / "checkpoints" / "step-000002.ckpt", weights_only=True)
+    assert ckpt["step"] == 5
+    assert all(torch.equal(v, good["method"][k]) for k, v in ckpt["method"].items() if k != "center")
+    cfg.resume = True
+    pretrain(cfg, dataset=ToyVolumes())  # continues past the bad steps
+    assert method_state(tmp_path / "toy")["student.mix.weight"].isfinite().all()
+
+
+def test_accumulation_matches_a_larger_batch(tmp_path: Path) -> None:
+    acc = pretrain(toy_config(tmp_path, "name=acc", "optim.accumulate=2", "train.max_steps=6", *EXACT),
+                   dataset=ToyVolumes())
+    big = pretrain(toy_config(tmp_path, "name=big", "data.batch_size=4", "train.max_steps=6", *EXACT),
+                   dataset=ToyVolumes())
+    a, b = method_state(acc), method_state(big)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_activation_checkpointing_and_init_from(tmp_path: Path) -> None:
+    first = pretrain(toy_config(tmp_path, "name=a", "train.max_steps=3"), dataset=ToyVolumes())
+    second = pretrain(toy_config(tmp_path, "name=b", "train.max_steps=3", "train.activation_checkpointing=true"),
+                      dataset=ToyVolumes())
+    a, b = method_state(first), method_state(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # recomputation changes nothing
+    frozen = ("optim.lr=0", "optim.min_lr=0", "optim.weight_decay=0", "optim.weight_decay_end=0")
+    third = pretrain(toy_config(tmp_path, "name=c", "train.max_steps=2", f"init_from={first}", *frozen),
+                     dataset=ToyVolumes())
+    c = method_state(third)
+    for key in [k for k in a if k.startswith("student.")]:
+        assert torch.equal(c[key], a[key])
+        torch.testing.assert_close(c[key.replace("student.", "teacher.")], a[key])
+
+
+def test_mixed_precision_and_compile_flag(tmp_path: Path, monkeypatch) -> None:
+    compiled = []
+    monkeypatch.setattr(ToyAutoencoder, "compile", lambda self: compiled.append(type(self).__name__))
+    bf16 = pretrain(toy_config(tmp_path, "name=bf16", "train.max_steps=2", "train.precision=bf16",
+                               "train.compile=true"), dataset=ToyVolumes())
+    assert compiled == ["ToyAutoencoder"] and all(r["loss"] < 1 for r in rows(bf16))
+    fp16 = pretrain(toy_config(tmp_path, "name=fp16", "train.max_steps=3", "train.precision=fp16",
+                               "train.log_every=1"), dataset=ToyVolumes())
+    # the first step overflowed at the initial scale 2^16: the scaler skipped it and backed off
+    assert rows(fp16)[0]["grad_norm"] is None and [r["amp/scale"] for r in rows(fp16)] == [2.0**15] * 3
+    assert [r["nonfinite/total"] for r in rows(fp16)] == [0, 0, 0]  # not counted as a bad step
+    assert torch.load(fp16 / "checkpoints" / "last.ckpt", weights_only=True)["scaler"]["scale"] == 2.0**15

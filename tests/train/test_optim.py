@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from toy_training import ToyAutoencoder
+
+from medmim.errors import ConfigError
+from medmim.train.config import OptimConfig
+from medmim.train.optim import (
+    Schedule,
+    apply_schedule,
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    param_groups,
+)
+
+
+def toy() -> ToyAutoencoder:
+    return ToyAutoencoder({"name": "toy_encoder", "dim": 8})
+
+
+def test_param_groups_exclude_norms_biases_and_tokens() -> None:
+    decay, no_decay = param_groups(toy(), OptimConfig().no_decay_keys)
+    assert decay["names"] == [
+        "student.patch_embed.weight", "student.mix.weight", "head.proj.weight",
+        "head.last_layer.weight", "decoder.weight",
+    ]
+    assert set(no_decay["names"]) == {
+        "student.patch_embed.bias", "student.pos_embed", "student.mask_token", "student.norm.weight",
+        "student.norm.bias", "student.mix.bias", "head.proj.bias", "head.last_layer.bias",
+        "decoder.bias",
+    }
+    assert not any(n.startswith("teacher.") for n in decay["names"] + no_decay["names"])
+    assert no_decay["weight_decay"] == 0.0 and decay["apply_wd"] and not no_decay["apply_wd"]
+
+
+def test_param_groups_honour_no_weight_decay_and_keys() -> None:
+    method = toy()
+    method.no_weight_decay = lambda: {"decoder.weight"}  # type: ignore[method-assign]
+    decay, no_decay = param_groups(method, ["last_layer"])
+    assert "decoder.weight" in no_decay["names"] and "head.last_layer.weight" in no_decay["names"]
+    assert "student.pos_embed" in decay["names"]  # 5-D token, only excluded by its name
+
+
+def test_schedule_from_config_and_apply() -> None:
+    cfg = OmegaConf.structured(OptimConfig(lr=1e-3, min_lr=1e-5, warmup_epochs=2, freeze_last_layer_epochs=0.5))
+    s = Schedule.from_config(cfg, steps_per_epoch=10, total_steps=100)
+    assert (s.warmup_steps, s.freeze_steps) == (20, 5)
+    assert s.lr_at(0) == 0.0 and math.isclose(s.lr_at(10), 5e-4) and s.lr_at(20) == 1e-3
+    assert s.lr_at(100) == 1e-5 and s.lr_at(60) < 1e-3
+    assert math.isclose(s.wd_at(0), 0.04) and math.isclose(s.wd_at(100), 0.4)
+    assert s.last_layer_frozen(4) and not s.last_layer_frozen(5)
+    opt = build_optimizer(toy(), cfg)
+    apply_schedule(opt, 0.5, 0.3)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.5, 0.3), (0.5, 0.0)]
+
+
+def test_frozen_last_layer_keeps_its_values_under_adamw() -> None:
+    method = toy()
+    opt = build_optimizer(method, OmegaConf.structured(OptimConfig()))
+    apply_schedule(opt, 0.1, 0.5)
+    before = {n: p.detach().clone() for n, p in method.named_parameters()}
+    batch = {"views": [torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)], "index": torch.arange(2)}
+    method(batch, 0).loss.backward()
+    assert cancel_last_layer_grads(method) == 2
+    opt.step()
+    for name, p in method.named_parameters():
+        if "last_layer" in name or name.startswith("teacher."):
+            assert torch.equal(p, before[name]), name
+        else:
+            assert not torch.equal(p, before[name]), name
+
+
+def test_clip_gradients_global_and_per_param() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(3))
+    a.grad, b.grad = torch.full((4,), 3.0), torch.full((3,), 0.1)  # norms 6 and ~0.173
+    total = clip_gradients([a, b], 1.0, "per_param")
+    assert math.isclose(float(total), math.sqrt(36 + 0.03), rel_tol=1e-6)
+    assert math.isclose(float(a.grad.norm()), 1.0, rel_tol=1e-5) and torch.allclose(b.grad, torch.full((3,), 0.1))
+    a.grad, b.grad = torch.full((4,), 3.0), torch.full((3,), 0.1)
+    clip_gradients([a, b], 1.0, "global")
+    assert math.isclose(float(torch.cat([a.grad, b.grad]).norm()), 1.0, rel_tol=1e-5)
+    assert math.isclose(float(a.grad[0] / b.grad[0]), 30.0, rel_tol=1e-5)  # direction kept
+    a.grad = torch.tensor([float("nan"), 0, 0, 0])
+    assert math.isnan(float(clip_gradients([a], 0.0, "global")))
+    with pytest.raises(ConfigError, match="clip_mode"):
+        clip_gradients([b], 1.0, "norm")

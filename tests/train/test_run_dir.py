@@ -1,0 +1,57 @@
+import logging
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from toy_training import ToyVolumes, toy_config
+
+from medmim.errors import ConfigError
+from medmim.train import run_dir as rd
+from medmim.train.loop import pretrain
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    run = tmp_path / "a"
+    rd.check_run_dir(run, resume=False)  # creates it
+    assert (run / "checkpoints").is_dir() and (run / "figures").is_dir()
+    rd.check_run_dir(run, resume=False)  # an empty folder is not a run yet
+    (run / "config.yaml").write_text("name: a\n")
+    with pytest.raises(ConfigError, match=r"already holds a run; choose another name=..., or delete"):
+        rd.check_run_dir(run, resume=False)  # no checkpoint: nothing to resume
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"already holds a run; pass resume=true to continue it"):
+        rd.check_run_dir(run, resume=False)
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"resume=true but .*last.ckpt does not exist .*; drop resume=true"):
+        rd.check_run_dir(tmp_path / "b", resume=True)
+
+
+def test_unwritable_run_dir_fails_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(ConfigError, match=r"cannot write to run directory .*runs/toy.* set output_dir="):
+        pretrain(toy_config(blocker), dataset=ToyVolumes())
+
+
+def test_full_disk_fails_before_training(tmp_path: Path, monkeypatch) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(rd.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(ConfigError, match=r"0.00 GiB free but this run needs about 0.07 GiB \(6 checkpoints"):
+        pretrain(toy_config(tmp_path, "train.keep_every=4"), dataset=ToyVolumes())
+    assert not (tmp_path / "toy" / "config.yaml").exists()
+    assert not list((tmp_path / "toy" / "checkpoints").iterdir())
+
+
+def test_resume_config_changes(tmp_path: Path, caplog) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "model: {name: vit, dim: 8}\noptim: {lr: 0.1}\ntrain: {max_steps: 10, log_every: 1}\nresume: false\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        changed = rd.check_resume_config(tmp_path, {
+            "model": {"name": "vit", "dim": 8}, "optim": {"lr": 0.01}, "train": {"max_steps": 20, "log_every": 5},
+            "resume": True})
+    assert changed == ["optim.lr", "train.max_steps"] and "optim.lr changed: 0.1 -> 0.01" in caplog.text
+    with pytest.raises(ConfigError, match=r"other model/method settings .*model.dim: 8 -> 16"):
+        rd.check_resume_config(tmp_path, {"model": {"name": "vit", "dim": 16}})
