@@ -48,7 +48,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with `yaml.safe_load`; errors name the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML ({exc})") from exc
     if data is None:

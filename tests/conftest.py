@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-torch.set_num_threads(2)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)  # tiny tests: threads only add overhead
 
 
 @pytest.fixture(autouse=True)

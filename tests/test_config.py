@@ -1,13 +1,13 @@
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from medmim.config import apply_overrides, load_config, save_config, validate
 from medmim.errors import ConfigError
-from omegaconf import OmegaConf
 
 
 @dataclass
@@ -20,12 +20,12 @@ class Optim:
 class Schema:
     name: str = "run"
     optim: Optim = field(default_factory=Optim)
-    model: Dict[str, Any] = field(default_factory=lambda: {"name": "swin"})
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "swin"})
 
 
 def write(tmp: Path, name: str, data: dict) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 
@@ -55,7 +55,7 @@ def test_schema_rejects_bad_type_and_unknown_key(tmp_path: Path) -> None:
 def test_plus_adds_key_and_save_roundtrip(tmp_path: Path) -> None:
     cfg = apply_overrides(OmegaConf.create({"a": 1}), ["+b.c=[1, 2]"])
     save_config(cfg, tmp_path / "out" / "config.yaml")
-    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text()) == {"a": 1, "b": {"c": [1, 2]}}
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text(encoding="utf-8")) == {"a": 1, "b": {"c": [1, 2]}}
 
 
 def test_unknown_preset_suggests() -> None:

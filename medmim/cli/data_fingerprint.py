@@ -29,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(fp))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(fp, indent=1))
+        args.out.write_text(json.dumps(fp, indent=1), encoding="utf-8")
         print(f"wrote {args.out}")
     return 0 if fp["num_readable"] else 1

@@ -86,9 +86,12 @@ class VolumeCache:
     Args:
         root: the cache folder (created); shared by runs that use the same recipe.
         recipe: a `RecipeConfig` (or dict / OmegaConf node).
+        allow_2d: accept one-slice 2D images (PUMIT's native mode); otherwise they are bad
+            files, also when another run with `allow_2d` cached them.
     """
 
-    def __init__(self, root: str | Path, recipe: Any) -> None:
+    def __init__(self, root: str | Path, recipe: Any, allow_2d: bool = False) -> None:
+        self.allow_2d = allow_2d
         self.recipe = recipe_dict(recipe)
         blob = json.dumps({"recipe": self.recipe, "version": CACHE_VERSION}, sort_keys=True)
         self.recipe_hash = hashlib.sha1(blob.encode()).hexdigest()[:16]
@@ -112,7 +115,7 @@ class VolumeCache:
         if not (meta_path.exists() and npy.exists()):
             return None
         try:
-            return CachedVolume(npy, json.loads(meta_path.read_text()))
+            return CachedVolume(npy, json.loads(meta_path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return None
 
@@ -125,10 +128,13 @@ class VolumeCache:
         key = self.key(record)
         found = self.lookup(record, key)
         if found is not None:
+            shape = found.meta.get("original_shape", [])
+            if not self.allow_2d and 1 in shape:
+                raise DataError(record.name, f"2D image of shape {tuple(shape)} where a 3D volume is expected")
             return found
         t0 = time.perf_counter()
         try:
-            result = preprocess(record.load(), self.recipe)
+            result = preprocess(record.load(allow_2d=self.allow_2d), self.recipe)
         except DataError:
             raise
         except Exception as exc:  # a MONAI/numpy failure on odd geometry: name the file

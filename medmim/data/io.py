@@ -18,7 +18,8 @@ indices to RAS world millimetres (the NIfTI convention MONAI uses). Only geometr
 
 Every failure is a `DataError(path, reason)`: a missing path, an empty (0-byte) file, an unknown
 extension (with the supported ones), a corrupt or truncated file, a NaN-filled volume, a 2D image
-where a 3D volume is expected, a folder that holds no (or more than one) DICOM series.
+where a 3D volume is expected (unless `allow_2d`), a folder that holds no (or more than one)
+DICOM series.
 
 NaN policy: a volume whose non-finite voxels (NaN, +-inf) exceed `max_nonfinite` (default 0.5,
 i.e. "mostly NaN", which includes all-NaN) is rejected. A few non-finite voxels (e.g. outside the
@@ -97,8 +98,9 @@ def load_volume(
     array_key: str | None = None,
     array_index: int | None = None,
     max_nonfinite: float = 0.5,
+    allow_2d: bool = False,
 ) -> MetaTensor:
-    """Read one 3D volume.
+    """Read one 3D volume (or, with `allow_2d`, a one-slice 2D image).
 
     Args:
         path: an image file or a DICOM series folder.
@@ -106,6 +108,8 @@ def load_volume(
         array_index: for a stack of volumes in `.npy`/`.npz` (N, X, Y, Z), the volume to take
             (MedMNIST). Values are kept as stored (uint8 0..255 for MedMNIST).
         max_nonfinite: reject when more than this fraction of voxels is NaN or infinite.
+        allow_2d: accept a 2D image (PUMIT's native mode) as one slice: (1, X, Y, 1), or the
+            file's own (1, X, Y, Z) when one axis has one voxel; otherwise it is an error.
 
     Returns:
         float32 `MetaTensor` of shape (1, X, Y, Z) with `.affine` (4, 4) voxel -> RAS mm and
@@ -124,7 +128,7 @@ def load_volume(
         raise DataError(
             path, f"cannot be read as {fmt} (corrupt or truncated?): {_short(exc)}"
         ) from exc
-    array = _as_3d(path, np.asarray(array))
+    array = _as_3d(path, np.asarray(array), allow_2d)
     array = _check_finite(path, array.astype(np.float32, copy=False), max_nonfinite)
     affine = torch.as_tensor(np.asarray(affine, dtype=np.float64))
     meta = {
@@ -175,15 +179,17 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _as_3d(path: Path, array: np.ndarray) -> np.ndarray:
+def _as_3d(path: Path, array: np.ndarray, allow_2d: bool = False) -> np.ndarray:
     """Drop singleton axes (trailing, or a leading channel axis) beyond three; reject 2D images
-    and 4D stacks."""
+    (unless `allow_2d`: then an (X, Y) image becomes (X, Y, 1)) and 4D stacks."""
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     while array.ndim > 3 and array.shape[0] == 1:
         array = array[0]
+    if allow_2d and array.ndim == 2:
+        array = array[..., None]
     spatial = [s for s in array.shape if s > 1]
-    if array.ndim < 3 or len(spatial) < 3:
+    if array.ndim < 3 or len(spatial) < (2 if allow_2d else 3):
         raise DataError(
             path, f"2D image of shape {tuple(array.shape)} where a 3D volume is expected"
         )

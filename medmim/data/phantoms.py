@@ -135,7 +135,7 @@ def _write_datasets(out: Path, records: list[dict[str, Any]], opts: PhantomOptio
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (out / "nodules.csv").write_text(buf.getvalue())
+    (out / "nodules.csv").write_text(buf.getvalue(), encoding="utf-8")
     labels = {str(k): v for k, v in ORGAN_LABELS.items()}
     organs: dict[str, Any] = {"name": "medmim phantoms: organs", "modality": {"0": "CT"}, "labels": labels}
     tumors: dict[str, Any] = {"name": "medmim phantoms: tumors", "modality": {"0": "CT"},

@@ -5,7 +5,10 @@ Contract (shared with `medmim.train`): `build_pretrain_dataset(data_cfg, run_dir
 a `torch.utils.data.Dataset` whose items are `{"views": [Tensor(C, D, H, W)] * num_views,
 "index": int}`. Bad files are found before training: with `data.on_error=skip` each is appended
 to `run_dir/skipped.jsonl` as `{"path": ..., "reason": ...}` and left out; with `fail` the first
-one raises `DataError`.
+one raises `DataError`. `build_pretrain_batch_sampler(data_cfg, dataset, num_batches, rank,
+world_size, seed)` gives the engine the batch sampler of a mode that groups its batches
+(`data.mode=native`: PUMIT's `DABatchSampler`, items with a "spacing" entry; see
+`medmim.data.config.DataConfig`), or None when the engine shuffles items itself.
 
 Reproducibility: the views of item `index` in epoch `epoch` are a pure function of
 `(seed, epoch, index)` (a NumPy `SeedSequence`), whatever the number of workers or ranks and
@@ -27,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from medmim.data.cache import CachedVolume, VolumeCache, cache_records
 from medmim.data.config import as_data_config
@@ -37,6 +40,7 @@ from medmim.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
+MODES = ("views", "native")
 
 
 class PretrainDataset(Dataset):
@@ -111,17 +115,22 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int) -> PretrainDataset:
-    """Resolve the source, cache every scan (tqdm), and return the dataset of views.
+def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int) -> Dataset:
+    """Resolve the source, cache every scan (tqdm), and return the dataset of the data mode.
 
     Args:
         data_cfg: a `DataConfig` (or its OmegaConf node / dict).
         run_dir: the run directory (for `skipped.jsonl`; its parent holds the default cache).
             Give it on every rank: only rank 0 writes, and all ranks must share one cache.
-        seed: base seed; views depend only on (seed, epoch, index).
+        seed: base seed; views depend only on (seed, epoch, index) (mode "native": on (seed,
+            index, draw)).
+
+    Returns:
+        A `PretrainDataset` (mode "views") or a `medmim.data.pumit.NativeSpacingCropDataset`
+        (mode "native").
 
     Raises:
-        ConfigError: bad `on_error`.
+        ConfigError: bad `on_error`, `mode`, or native-mode settings.
         DataError: with on_error=fail, the first bad file; always, when no scan is usable.
     """
     cfg = as_data_config(data_cfg)
@@ -129,8 +138,26 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
         raise ConfigError(
             f"data.on_error='{cfg.on_error}' is unknown.{did_you_mean(cfg.on_error, ON_ERROR)} Choose skip or fail"
         )
+    if cfg.mode not in MODES:
+        raise ConfigError(
+            f"data.mode='{cfg.mode}' is unknown.{did_you_mean(cfg.mode, MODES)} Choose views or native"
+        )
+    tokens = native_tokens(cfg) if cfg.mode == "native" else None
+    volumes = _cache_source(cfg, run_dir)
+    if tokens is not None:
+        from medmim.data.pumit import NativeSpacingCropDataset, from_cached
+
+        images = [from_cached(v.path, v.meta["spacing"], r.name) for r, v in volumes]
+        return NativeSpacingCropDataset(
+            images, tokens, cfg.patch_size, flip_prob=cfg.augment.flip_prob, seed=seed
+        )
+    return PretrainDataset(volumes, ViewSampler(cfg.crop_size, cfg.augment, cfg.num_views), seed)
+
+
+def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, CachedVolume]]:
+    """Every usable scan of `cfg.source`, preprocessed into the cache; the bad ones recorded."""
     records = resolve_source(cfg.source, key=cfg.key, split=cfg.split)
-    cache = VolumeCache(cache_root(cfg.cache_dir, run_dir), cfg.recipe)
+    cache = VolumeCache(cache_root(cfg.cache_dir, run_dir), cfg.recipe, allow_2d=cfg.mode == "native")
     t0 = time.perf_counter()
     volumes, errors = cache_records(
         records, cache, on_error=cfg.on_error, desc="preprocess + cache"
@@ -148,7 +175,67 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
         raise DataError(
             cfg.source, f"no usable scan: all {len(records)} failed (first: {errors[0].reason})"
         )
-    return PretrainDataset(volumes, ViewSampler(cfg.crop_size, cfg.augment, cfg.num_views), seed)
+    return volumes
+
+
+def native_tokens(cfg: Any) -> tuple[int, int]:
+    """The (t_z, t_x) token grid of a DA-0 crop in mode "native"; checks the native settings.
+
+    Raises:
+        ConfigError: resampling recipe, several views, or a crop that is not a token grid.
+    """
+    cfg = as_data_config(cfg)
+    p, (d, h, w) = int(cfg.patch_size), (int(c) for c in cfg.crop_size)
+    if cfg.recipe.spacing is not None:
+        raise ConfigError(
+            f"data.mode=native crops scans at their native spacing, but data.recipe.spacing="
+            f"{list(cfg.recipe.spacing)} would resample them; set data.recipe.spacing=null"
+        )
+    if cfg.num_views != 1:
+        raise ConfigError(f"data.mode=native makes one crop per scan; set data.num_views=1 (got {cfg.num_views})")
+    if p < 1 or p & (p - 1):
+        raise ConfigError(f"data.patch_size={p}: give a power of two (PUMIT: 16)")
+    if h != w or min(d, h) < p or d % p or h % p:
+        raise ConfigError(
+            f"data.crop_size={[d, h, w]}: in mode native give the DA-0 crop (t_z * {p}, t_x * {p}, "
+            f"t_x * {p}) for data.patch_size={p}, e.g. [64, 128, 128] (4 x 8 x 8 tokens)"
+        )
+    return d // p, h // p
+
+
+def build_pretrain_batch_sampler(
+    data_cfg: Any, dataset: Dataset, num_batches: int, rank: int, world_size: int, seed: int
+) -> Sampler[list[Any]] | None:
+    """The batch sampler of `data.mode`, or None where the engine samples items itself.
+
+    Mode "native": a `DABatchSampler` over `dataset.das` that yields `num_batches` whole,
+    DA-homogeneous batches of `data.batch_size` per epoch to process `rank` of `world_size`.
+
+    Raises:
+        ConfigError: mode "native" with a dataset that knows no DAs; mode "views" with a
+            dataset of several DAs (its crops differ in shape and cannot be batched).
+    """
+    cfg = as_data_config(data_cfg)
+    das = getattr(dataset, "das", None)
+    if cfg.mode != "native":
+        if das is not None and len(set(das)) > 1:
+            raise ConfigError(
+                f"the dataset ({type(dataset).__name__}) holds scans of several degrees of "
+                f"anisotropy {sorted(set(das))}, whose crops differ in shape; set data.mode=native "
+                "to batch them by DA"
+            )
+        return None
+    if das is None:
+        raise ConfigError(
+            f"data.mode=native batches scans by degree of anisotropy, but the dataset "
+            f"({type(dataset).__name__}) has no `das`; use medmim.data.pumit."
+            "NativeSpacingCropDataset or data.mode=views"
+        )
+    from medmim.data.pumit import DABatchSampler
+
+    return DABatchSampler(
+        das, int(cfg.batch_size), num_batches, seed=seed, rank=rank, world_size=world_size
+    )
 
 
 def cache_root(cache_dir: str, run_dir: str | Path | None) -> Path:
@@ -167,7 +254,7 @@ def write_skipped(errors: list[DataError], run_dir: str | Path | None) -> Path |
         return None
     path = Path(run_dir) / "skipped.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    with open(path, "a", encoding="utf-8") as fh:
         for exc in errors:
             fh.write(json.dumps(exc.to_record()) + "\n")
     return path

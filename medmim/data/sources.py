@@ -123,7 +123,7 @@ def read_datalist(path: str | Path, *, key: str = "image", split: str = "trainin
     """Records of one section of an MSD-style datalist JSON."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable JSON datalist: {exc}") from exc
     if not isinstance(data, dict) or split not in data:
@@ -147,7 +147,7 @@ def read_datalist(path: str | Path, *, key: str = "image", split: str = "trainin
 def read_csv(path: str | Path, *, key: str = "image") -> list[Record]:
     """Records of a CSV with a header row; `key` names the image column."""
     path = Path(path)
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         if key not in columns:

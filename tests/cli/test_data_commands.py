@@ -52,7 +52,7 @@ def test_fingerprint_command(folder: Path, tmp_path: Path, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "2 readable, 1 unreadable of 3" in out and "bad.nii.gz: empty file (0 bytes)" in out
-    assert json.loads((tmp_path / "fp.json").read_text())["modality"] == "CT"
+    assert json.loads((tmp_path / "fp.json").read_text(encoding="utf-8"))["modality"] == "CT"
 
 
 def test_cache_command(folder: Path, tmp_path: Path, capsys) -> None:
@@ -70,7 +70,7 @@ def test_cache_command(folder: Path, tmp_path: Path, capsys) -> None:
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cached 2 of 3 scans" in out and "skipped:" in out
-    recipe = json.loads(next((tmp_path / "c").glob("*/recipe.json")).read_text())
+    recipe = json.loads(next((tmp_path / "c").glob("*/recipe.json")).read_text(encoding="utf-8"))
     assert recipe["spacing"] == [1.5, 1.5, 2.0] and recipe["window"] == [-500.0, 500.0]
     assert main(args[:-2] + ["--on-error", "fail"]) == 2
     assert "bad.nii.gz: empty file" in capsys.readouterr().err
@@ -113,5 +113,5 @@ def test_demo_with_a_stand_in_phantom_generator(tmp_path: Path, monkeypatch, cap
     text = capsys.readouterr().out
     assert "2 cached, 0 skipped" in text and "scans: 2 readable" in text
     assert (out / "figures" / "views.png").is_file() and json.loads(
-        (out / "fingerprint.json").read_text()
+        (out / "fingerprint.json").read_text(encoding="utf-8")
     )["num_records"] == 2

@@ -39,7 +39,7 @@ def test_entry_is_memory_mapped_with_metadata(tmp_path: Path, ct_file: Path, cou
     entry = cache.ensure(Record(str(ct_file)))
     array = entry.array()
     assert isinstance(array, np.memmap) and not array.flags.writeable and array.dtype == np.float32
-    meta = json.loads(entry.path.with_suffix(".json").read_text())
+    meta = json.loads(entry.path.with_suffix(".json").read_text(encoding="utf-8"))
     assert meta["source"] == str(ct_file) and meta["recipe"]["spacing"] == [2.0, 2.0, 2.0]
     assert meta["shape"] == list(array.shape[1:]) and meta["spacing"] == [2.0, 2.0, 2.0]
     assert meta["original_shape"] == [40, 36, 30] and len(meta["crop_box"]) == 3
@@ -47,7 +47,7 @@ def test_entry_is_memory_mapped_with_metadata(tmp_path: Path, ct_file: Path, cou
         meta["original_affine"]
     ).shape == (4, 4)
     assert cache.ensure(Record(str(ct_file))).path == entry.path and counted == [str(ct_file)]
-    assert json.loads((cache.root / "recipe.json").read_text())["spacing"] == [2.0, 2.0, 2.0]
+    assert json.loads((cache.root / "recipe.json").read_text(encoding="utf-8"))["spacing"] == [2.0, 2.0, 2.0]
 
 
 def test_content_change_with_same_size_and_mtime_is_seen(

@@ -198,3 +198,17 @@ def test_2d_and_4d(tmp_path: Path, scans) -> None:
         nib.Nifti1Image(np.ones((8, 8, 8, 1), np.int16), np.eye(4)), str(tmp_path / "t1.nii.gz")
     )
     assert load_volume(tmp_path / "t1.nii.gz").shape == (1, 8, 8, 8)
+
+
+def test_2d_images_are_one_slice_volumes_when_allowed(tmp_path: Path) -> None:
+    affine = np.diag([0.5, 0.6, 3.0, 1.0])
+    flat = np.arange(40 * 36, dtype=np.int16).reshape(40, 36)
+    for name, arr in (("flat", flat), ("slice", flat[:, :, None]), ("coronal", flat[:, None, :])):
+        nib.save(nib.Nifti1Image(arr, affine), str(tmp_path / f"{name}.nii.gz"))
+        vol = load_volume(tmp_path / f"{name}.nii.gz", allow_2d=True)
+        assert vol.shape == (1, *(arr.shape if arr.ndim == 3 else (*arr.shape, 1)))
+        np.testing.assert_array_equal(vol.numpy().ravel(), flat.ravel())
+        np.testing.assert_allclose(spacing_of(vol.affine), [0.5, 0.6, 3.0])
+    nib.save(nib.Nifti1Image(np.zeros(40, np.int16), np.eye(4)), str(tmp_path / "line.nii.gz"))
+    with pytest.raises(DataError, match="2D image of shape"):
+        load_volume(tmp_path / "line.nii.gz", allow_2d=True)  # 1D is still no image

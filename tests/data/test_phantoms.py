@@ -36,7 +36,7 @@ def _load(root: Path, rel: str) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def _metas(root: Path) -> list[dict]:
-    return [json.loads((root / "meta" / f"phantom_{i:04d}.json").read_text()) for i in range(N)]
+    return [json.loads((root / "meta" / f"phantom_{i:04d}.json").read_text(encoding="utf-8")) for i in range(N)]
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -46,7 +46,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 def test_summary_matches_files(phantoms):
     root, summary = phantoms
-    rows = list(csv.DictReader((root / "nodules.csv").open()))
+    rows = list(csv.DictReader((root / "nodules.csv").open(encoding="utf-8")))
     benign = sum(v["benign"] for v in summary["nodules"].values())
     malignant = sum(v["malignant"] for v in summary["nodules"].values())
     assert len(rows) == benign + malignant == sum(len(m["nodules"]) for m in _metas(root))
@@ -55,7 +55,7 @@ def test_summary_matches_files(phantoms):
     assert [split_of(i, N) for i in range(N)] == ["train", "train", "val", "test"]
     assert summary["organ_crops"] == {o: N for o in ORGAN_CLASSES}
     assert sum(summary["tumors"].values()) == N
-    assert json.loads((root / "phantoms.json").read_text())["n"] == N
+    assert json.loads((root / "phantoms.json").read_text(encoding="utf-8"))["n"] == N
 
 
 def test_labels_consistent_with_masks(phantoms):
@@ -171,13 +171,13 @@ def test_malignant_larger_on_average_but_overlapping(phantoms):
     assert (d[y == 0] > np.median(d[y == 1])).mean() > 0.1
     assert np.mean([x["calcification"] != "none" for x in draws if not x["malignant"]]) > 0.25
     assert np.mean([x["spicules"] > 0 for x in draws if x["malignant"]]) > 0.4
-    rows = list(csv.DictReader((phantoms[0] / "nodules.csv").open()))
+    rows = list(csv.DictReader((phantoms[0] / "nodules.csv").open(encoding="utf-8")))
     assert {r["label"] for r in rows} == {"0", "1"}
 
 
 def test_nodule_crops_and_manifest(phantoms):
     root, _ = phantoms
-    rows = list(csv.DictReader((root / "nodules.csv").open()))
+    rows = list(csv.DictReader((root / "nodules.csv").open(encoding="utf-8")))
     for r in rows:
         crop, img = _load(root, r["image"])
         mask, _ = _load(root, r["crop_mask"])
@@ -192,8 +192,8 @@ def test_nodule_crops_and_manifest(phantoms):
 
 def test_datalists_resolve(phantoms):
     root, _ = phantoms
-    organs = json.loads((root / "organs.json").read_text())
-    tumors = json.loads((root / "tumors.json").read_text())
+    organs = json.loads((root / "organs.json").read_text(encoding="utf-8"))
+    tumors = json.loads((root / "tumors.json").read_text(encoding="utf-8"))
     assert [len(organs[s]) for s in ("training", "validation", "test")] == [2, 1, 1]
     assert [len(tumors[s]) for s in ("training", "validation", "test")] == [2, 1, 1]
     for item in organs["training"] + organs["validation"] + organs["test"] + tumors["test"]:
@@ -232,7 +232,7 @@ def test_cli_smoke(phantoms, tmp_path, capsys):
     assert other_seed != _hashes(phantoms[0])["images/phantom_0000.nii.gz"]
     text = capsys.readouterr().out
     assert "wrote 1 phantoms" in text and "nodules:" in text
-    assert len(list(csv.DictReader((out / "nodules.csv").open()))) == 1
+    assert len(list(csv.DictReader((out / "nodules.csv").open(encoding="utf-8")))) == 1
     with np.load(out / "organmnist3d.npz") as z:
         assert z["val_images"].shape == (0, 28, 28, 28) and z["train_labels"].shape == (9, 1)
 

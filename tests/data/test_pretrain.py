@@ -38,14 +38,14 @@ def test_items_follow_the_contract_and_bad_files_are_skipped(tmp_path: Path, sou
     item = ds[1]
     assert item["index"] == 1 and len(item["views"]) == 2
     assert all(v.shape == (1, 16, 16, 16) and v.dtype == torch.float32 for v in item["views"])
-    lines = (run / "skipped.jsonl").read_text().splitlines()
+    lines = (run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1
     rec = json.loads(lines[0])
     assert (
         rec["path"] == str(source / "truncated.nii.gz") and "corrupt or truncated" in rec["reason"]
     )
     build_pretrain_dataset(_cfg(source, tmp_path), run, seed=0)  # appends
-    assert len((run / "skipped.jsonl").read_text().splitlines()) == 2
+    assert len((run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_fail_stops_before_training(tmp_path: Path, source: Path) -> None:
@@ -105,3 +105,71 @@ def test_lost_cache_entry_does_not_stop_the_epoch(tmp_path: Path, source: Path, 
     ds.entries[1].path.unlink()
     item = ds[1]
     assert item["index"] == 2 and "unreadable" in caplog.text
+
+
+def _native(source: Path, tmp_path: Path, **kw) -> DataConfig:
+    cfg = _cfg(source, tmp_path, mode="native", num_views=1)
+    cfg.recipe.spacing = None
+    cfg.crop_size = [16, 32, 32]
+    for key, value in kw.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_native_mode_keeps_spacing_and_takes_2d_slices(tmp_path: Path, source: Path, scans) -> None:
+    """The conftest scans are 0.8 x 0.9 x 2.5 mm (DA 1, slice axis z); a one-slice file is DA 5
+    in native mode and still a bad file in views mode, even once cached."""
+    from medmim.data.pumit import SLICE_2D_SPACING
+    from medmim.layers.sac import degree_of_anisotropy
+
+    scans.write_nifti(source / "slice.nii.gz", scans.ct_array()[:, :, 15:16])
+    ds = build_pretrain_dataset(_native(source, tmp_path), tmp_path / "run", seed=0)
+    assert len(ds) == 4 and sorted(ds.das) == [1, 1, 1, 5]
+    for i, da in enumerate(ds.das):
+        item = ds[(i, 3)]
+        d = 8 if da == 1 else 1  # 16 >> DA, one slice at DA 5
+        assert item["views"][0].shape == (1, d, 32, 32) and item["views"][0].dtype == torch.float32
+        assert degree_of_anisotropy(item["spacing"]) == da  # the model sees the dataset's DA
+        assert item["spacing"].tolist() == pytest.approx(
+            [SLICE_2D_SPACING, 0.8, 0.9] if da == 5 else [2.5, 0.8, 0.9]
+        )
+    views_cfg = _cfg(source, tmp_path)
+    views_cfg.recipe.spacing = None  # the same recipe: the 2D entry is in the cache
+    run = tmp_path / "views"
+    assert len(build_pretrain_dataset(views_cfg, run, seed=0)) == 3
+    assert "slice.nii.gz" in (run / "skipped.jsonl").read_text(encoding="utf-8")
+
+
+def test_native_mode_settings_fail_fast(tmp_path: Path, source: Path) -> None:
+    cases = {
+        "would resample them; set data.recipe.spacing=null": {"spacing": [1.0, 1.0, 1.0]},
+        "set data.num_views=1 \\(got 2\\)": {"num_views": 2},
+        "crop_size=\\[16, 32, 16\\]: in mode native give the DA-0 crop": {"crop_size": [16, 32, 16]},
+        "crop_size=\\[24, 32, 32\\]": {"crop_size": [24, 32, 32]},
+        "patch_size=12: give a power of two": {"patch_size": 12},
+    }
+    for message, change in cases.items():
+        cfg = _native(source, tmp_path, **{k: v for k, v in change.items() if k != "spacing"})
+        cfg.recipe.spacing = change.get("spacing")
+        with pytest.raises(ConfigError, match=message):
+            build_pretrain_dataset(cfg, None, seed=0)
+    with pytest.raises(ConfigError, match="data.mode='nativ' is unknown. Did you mean 'native'"):
+        build_pretrain_dataset(_cfg(source, tmp_path, mode="nativ"), None, seed=0)
+    assert not (tmp_path / "cache").exists()  # nothing was preprocessed
+
+
+def test_batch_sampler_follows_the_mode(tmp_path: Path, source: Path) -> None:
+    from medmim.data.pretrain import build_pretrain_batch_sampler
+    from medmim.data.pumit import DABatchSampler
+
+    views = build_pretrain_dataset(_cfg(source, tmp_path), None, seed=0)
+    assert build_pretrain_batch_sampler(_cfg(source, tmp_path), views, 4, 0, 1, 0) is None
+    with pytest.raises(ConfigError, match="has no `das`; use medmim.data.pumit"):
+        build_pretrain_batch_sampler(_native(source, tmp_path), views, 4, 0, 1, 0)
+    mixed = torch.utils.data.TensorDataset(torch.zeros(3))
+    mixed.das = [0, 2, 2]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"several degrees of anisotropy \[0, 2\].*data.mode=native"):
+        build_pretrain_batch_sampler(_cfg(source, tmp_path), mixed, 4, 0, 1, 0)
+    sampler = build_pretrain_batch_sampler(_native(source, tmp_path), mixed, 4, 1, 2, 7)
+    assert isinstance(sampler, DABatchSampler) and len(sampler) == 4
+    assert (sampler.batch_size, sampler.rank, sampler.world_size, sampler.seed) == (2, 1, 2, 7)

@@ -32,7 +32,7 @@ def test_folder_scan(tmp_path: Path, scans) -> None:
     ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
-    (root / "notes.txt").write_text("not an image")
+    (root / "notes.txt").write_text("not an image", encoding="utf-8")
     _touch_dicom(root / "patient1" / "series1")
     np.savez(root / "organmnist3d.npz", train_images=np.zeros((2, 4, 4, 4), np.uint8))
     names = [Path(r.image).relative_to(root).as_posix() for r in resolve_source(root)]
@@ -49,7 +49,7 @@ def test_datalist_resolves_paths_against_its_folder(tmp_path: Path, monkeypatch)
         ],
         "test": ["./imagesTs/c.nii.gz"],
     }
-    (folder / "dataset.json").write_text(json.dumps(datalist))
+    (folder / "dataset.json").write_text(json.dumps(datalist), encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # relative paths must not depend on the working directory
     records = resolve_source(folder / "dataset.json")
     assert [r.image for r in records] == [str(folder / "imagesTr/a.nii.gz"), "/abs/b.nii.gz"]
@@ -67,7 +67,7 @@ def test_datalist_resolves_paths_against_its_folder(tmp_path: Path, monkeypatch)
 
 
 def test_csv(tmp_path: Path) -> None:
-    (tmp_path / "list.csv").write_text("image,label,age\nscans/a.nii.gz,1,60\n/x/b.nrrd,0,70\n,,\n")
+    (tmp_path / "list.csv").write_text("image,label,age\nscans/a.nii.gz,1,60\n/x/b.nrrd,0,70\n,,\n", encoding="utf-8")
     records = resolve_source(tmp_path / "list.csv")
     assert [r.image for r in records] == [str(tmp_path / "scans/a.nii.gz"), "/x/b.nrrd"]
     assert [r.label for r in records] == ["1", "0"] and records[1].extra == {"age": "70"}

@@ -51,7 +51,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def save_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def cube_affine(center: np.ndarray, size: int, spacing: float) -> np.ndarray:

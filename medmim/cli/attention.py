@@ -1,0 +1,40 @@
+"""`medmim attention`: SATT / ViT [CLS] attention per scan as NIfTI (original geometry) + PNG.
+
+Example:
+    medmim attention --encoder runs/smart/export --data phantoms/organs.json --out att/smart
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from medmim.cli._eval_args import add_encoder_flags, int_triple
+
+
+def add_window_flags(parser: argparse.ArgumentParser) -> None:
+    """--split, --roi, --whole, --overlap, --max-figures (shared with `medmim localize`)."""
+    parser.add_argument("--split", default="training", help="datalist section / npz split")
+    parser.add_argument("--roi", type=int_triple, default=None, metavar="D,H,W",
+                        help="sliding-window size (default: the encoder's pretraining crop)")
+    parser.add_argument("--whole", action="store_true",
+                        help="one pass over the whole preprocessed scan instead of windows")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    parser.add_argument("--max-figures", type=int, default=8, help="PNG overlays written")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_flags(parser)
+    add_window_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmim.eval.attention import AttentionConfig, run_attention
+
+    cfg = AttentionConfig(
+        encoder=args.encoder, data=args.data, out=args.out, split=args.split, roi=args.roi,
+        whole=args.whole, overlap=args.overlap, recipe=args.recipe, seed=args.seed,
+        device=args.device, max_figures=args.max_figures,
+    )
+    run_attention(cfg)
+    print(f"wrote {args.out}/attention/*.nii.gz, figures and results.json")
+    return 0

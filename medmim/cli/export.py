@@ -1,0 +1,32 @@
+"""`medmim export RUN_OR_CKPT [--out DIR]`: write a run's encoder as safetensors + JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source", metavar="RUN_OR_CKPT", help="a run directory (runs/<name>) or a .ckpt file"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="output directory (default: RUN/export)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmim.eval.export import ENCODER_META, ENCODER_WEIGHTS, export
+
+    out = export(args.source, args.out)
+    meta = json.loads((out / ENCODER_META).read_text(encoding="utf-8"))
+    print(f"wrote {out / ENCODER_WEIGHTS}")
+    print(
+        f"wrote {out / ENCODER_META}  (backbone {meta['backbone']['name']}, method {meta.get('method')})"
+    )
+    if "monai_swinunetr" in meta:
+        print(
+            "load into MONAI: medmim.eval.export.load_into_swinunetr(SwinUNETR(out_channels=N, "
+            f"**{meta['monai_swinunetr']}), '{out}')"
+        )
+    return 0

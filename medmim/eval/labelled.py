@@ -1,0 +1,250 @@
+"""Labelled volumes for the downstream commands: a CSV of (image, label) or a MedMNIST 3D npz.
+
+- CSV: a header with an image column (`image`) and a label column (`label`); relative paths are
+  resolved against the CSV's folder (`medmim.data.sources.read_csv`). Each volume is read with
+  `medmim.data.io.load_volume` and given the encoder's intensity recipe (`prepare`); an optional
+  `split` column (`train` / `val` / `test`) fixes the held-out split.
+- MedMNIST npz (`{train,val,test}_{images,labels}`, uint8): images / 255 -> [0, 1], as the
+  official loader does; the npz split is kept in `LabelledSet.split`.
+
+Every volume is resized (trilinear, MONAI `Resize`) to the encoder's input size only when a batch
+is made (`VolumeDataset`), so a set of 28^3 crops stays small in memory however large the
+encoder's crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from torch.utils.data import Dataset
+
+from medmim.errors import ConfigError, DataError, did_you_mean
+
+MEDMNIST_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class LabelledSet:
+    """Volumes with integer class labels.
+
+    Attributes:
+        images: N arrays (D, H, W), float32 in the recipe's range or uint8 (MedMNIST, / 255 later).
+        labels: (N,) int64 class indices in [0, K).
+        class_names: K names; `class_names[labels[i]]` is the label as written in the source.
+        ids: N readable ids (path, or 'file.npz::test[3]').
+        split: (N,) 'train' / 'val' / 'test' when the source fixes splits, else ''.
+        source: the file it came from.
+    """
+
+    images: Sequence[np.ndarray]
+    labels: np.ndarray
+    class_names: list[str]
+    ids: list[str]
+    split: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The (D, H, W) of the first volume."""
+        return tuple(int(s) for s in self.images[0].shape[-3:])  # type: ignore[return-value]
+
+
+def encode_labels(raw: Sequence[Any], where: str) -> tuple[np.ndarray, list[str]]:
+    """Class indices and names; integer-like labels keep their numeric order ('2' after '10' no)."""
+    values = [str(v).strip() for v in raw]
+    if any(v == "" or v == "None" for v in values):
+        bad = next(i for i, v in enumerate(values) if v in ("", "None"))
+        raise DataError(where, f"row {bad + 1} has no label; every volume needs a class label")
+    try:
+        names = sorted(set(values), key=lambda v: float(v))
+    except ValueError:
+        names = sorted(set(values))
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def load_medmnist(path: str | Path, split: str = "all") -> LabelledSet:
+    """A MedMNIST v2 3D archive; `split` is 'train', 'val', 'test' or 'all' (all three)."""
+    path = Path(path)
+    wanted = MEDMNIST_SPLITS if split == "all" else (split,)
+    with np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.keys())
+        images, labels, splits, ids = [], [], [], []
+        for s in wanted:
+            if f"{s}_images" not in keys or f"{s}_labels" not in keys:
+                raise DataError(
+                    path,
+                    f"no MedMNIST split '{s}' ({s}_images + {s}_labels)."
+                    f"{did_you_mean(f'{s}_images', keys)} Arrays: {keys}",
+                )
+            x, y = archive[f"{s}_images"], archive[f"{s}_labels"]
+            if x.ndim != 4 or len(y) != len(x):
+                raise DataError(
+                    path,
+                    f"'{s}_images' {x.shape} / '{s}_labels' {y.shape}: expected "
+                    "(N, D, H, W) volumes and N labels",
+                )
+            images += list(x)
+            labels.append(np.asarray(y).reshape(len(y), -1)[:, 0])
+            splits += [s] * len(x)
+            ids += [f"{path.name}::{s}[{i}]" for i in range(len(x))]
+    y, names = encode_labels(np.concatenate(labels), str(path))
+    return LabelledSet(images, y, names, ids, np.array(splits), str(path))
+
+
+def load_csv(
+    path: str | Path,
+    recipe: dict[str, Any] | None = None,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> LabelledSet:
+    """Volumes listed in a CSV, each read and given `prepare(volume, recipe)`."""
+    from medmim.data.sources import read_csv
+
+    path = Path(path)
+    records = read_csv(path, key=image_key)
+    if not records:
+        raise DataError(path, "lists no images")
+    raw = [r.label if label_key == "label" else r.extra.get(label_key) for r in records]
+    if all(v is None for v in raw):
+        cols = ["label", *records[0].extra]
+        raise DataError(
+            path,
+            f"no label column '{label_key}'.{did_you_mean(label_key, cols)} "
+            f"Columns: {[image_key, *cols]}; set --label-key",
+        )
+    labels, names = encode_labels(raw, str(path))
+    split = np.array([str(r.extra.get("split", "")).strip().lower() for r in records])
+    unknown = sorted({str(s) for s in split} - {"", *MEDMNIST_SPLITS})
+    if unknown:
+        raise DataError(path, f"column 'split' has {unknown}; use train, val or test")
+    images = [prepare(r.load(), recipe) for r in records]
+    return LabelledSet(images, labels, names, [r.image for r in records], split, str(path))
+
+
+def prepare(volume: Any, recipe: dict[str, Any] | None) -> np.ndarray:
+    """A read volume (1, X, Y, Z) -> (X, Y, Z) float32 after the recipe's intensity mapping.
+
+    Crops are already cut around the object, so only the intensity part of the recipe applies
+    (CT window -> [0, 1], MR normalisation); the geometry of a crop is kept as is and the crop is
+    resized to the encoder's input later (as MedMNIST does). `recipe=None` is the default recipe
+    (`medmim.data.config.RecipeConfig`: CT window -750..1750 HU).
+    """
+    from medmim.data.preprocess import check_recipe, normalize_intensity
+
+    out = normalize_intensity(volume, check_recipe(recipe if recipe is not None else {}))
+    return out.detach().cpu().as_subclass(torch.Tensor).numpy().astype(np.float32)[0]
+
+
+def source_recipe(
+    source: str | Path, meta: dict[str, Any], override: str | None
+) -> dict[str, Any] | None:
+    """The intensity recipe for a CSV's volumes: `--recipe`, else the encoder's (see
+    `medmim.eval.runtime.resolve_recipe`); None for a MedMNIST npz, which is already 0..255."""
+    from medmim.eval.runtime import resolve_recipe
+
+    return resolve_recipe(meta, override) if Path(source).suffix.lower() == ".csv" else None
+
+
+def load_labelled(
+    source: str | Path,
+    *,
+    recipe: dict[str, Any] | None = None,
+    split: str = "all",
+    image_key: str = "image",
+    label_key: str = "label",
+) -> LabelledSet:
+    """A CSV or MedMNIST npz as a `LabelledSet` (see the module docstring)."""
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(path, "not found; give a CSV (image,label) or a MedMNIST .npz")
+    if path.suffix.lower() == ".npz":
+        return load_medmnist(path, split)
+    if path.suffix.lower() == ".csv":
+        data = load_csv(path, recipe, image_key, label_key)
+        if split != "all":
+            keep = np.flatnonzero(data.split == split)
+            data = subset(data, keep)
+        return data
+    raise DataError(path, f"unsupported extension '{path.suffix}'; give a .csv or a MedMNIST .npz")
+
+
+def rename_classes(data: LabelledSet, names: Sequence[str] | None) -> LabelledSet:
+    """Give the classes readable names (e.g. a MedMNIST npz holds only 0..K-1), in index order."""
+    if not names:
+        return data
+    if len(names) != data.num_classes:
+        raise ConfigError(
+            f"--class-names gives {len(names)} names but {data.source} has "
+            f"{data.num_classes} classes ({', '.join(data.class_names)})"
+        )
+    data.class_names = [str(n) for n in names]
+    return data
+
+
+def subset(data: LabelledSet, index: Sequence[int]) -> LabelledSet:
+    """The volumes at `index`, same classes."""
+    index = np.asarray(index, dtype=np.int64)
+    return LabelledSet(
+        [data.images[i] for i in index],
+        data.labels[index],
+        data.class_names,
+        [data.ids[i] for i in index],
+        data.split[index],
+        data.source,
+    )
+
+
+class VolumeDataset(Dataset):
+    """`(volume (C, D, H, W) float32, label)` items at `size`, optionally flipped (training).
+
+    Args:
+        data: the labelled set.
+        index: which of its volumes.
+        size: (D, H, W) the encoder takes.
+        in_channels: channels the encoder takes (a 1-channel volume is repeated).
+        flip: random flips along each axis with p = 0.5 (fine-tuning augmentation).
+    """
+
+    def __init__(
+        self,
+        data: LabelledSet,
+        index: Sequence[int],
+        size: Sequence[int],
+        in_channels: int = 1,
+        flip: bool = False,
+    ) -> None:
+        self.data, self.index = data, np.asarray(index, dtype=np.int64)
+        self.size, self.in_channels, self.flip = tuple(int(s) for s in size), in_channels, flip
+        self.resize = Resize(self.size, mode="trilinear", anti_aliasing=True)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.index[i])
+        image = self.data.images[j]
+        x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+        if np.asarray(image).dtype == np.uint8:
+            x = x / 255.0
+        x = x[None]
+        if tuple(x.shape[1:]) != self.size:
+            x = torch.as_tensor(self.resize(x)).float()
+        if self.flip:
+            dims = [d + 1 for d in range(3) if torch.rand(()) < 0.5]
+            x = x.flip(dims) if dims else x
+        x = x.expand(self.in_channels, *x.shape[1:]).contiguous()
+        return x.as_subclass(torch.Tensor), int(self.data.labels[j])

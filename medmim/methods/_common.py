@@ -1,0 +1,251 @@
+"""Plumbing shared by the self-distillation methods (SMART, SMIT, iBOT, AttMask, MST, SMART-ViT).
+
+- `backbone_with`: a backbone build spec with a method's ablation switches written in (e.g.
+  SMART's `sa_stage`), refusing a switch the backbone does not have or a clash with the model
+  section, so a switch never passes silently.
+- `SelfDistillation`: the student (backbone + heads + student-only parts such as the MIP head),
+  its EMA teacher (backbone + heads, a copy at step 0, updated after each optimizer step with
+  momentum 0.996 -> 1 on a cosine per iteration), one `DistillationLoss` (own centre) per token
+  family, the two views concatenated into one batch, and the loss bookkeeping.
+
+The views of a batch run as one concatenated batch (V*B, C, D, H, W) through each network: view
+v is rows [v*B, (v+1)*B). `chunk(V)` splits any per-row result back into views.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from medmim.errors import ConfigError
+from medmim.heads.mip import MIPHead
+from medmim.heads.projection import ProjectionHead
+from medmim.losses.distill import DistillationLoss
+from medmim.losses.masked_l1 import MaskedL1Loss
+from medmim.masking.utils import mask_to_voxels
+from medmim.methods.base import PretrainMethod
+from medmim.models.ema import EMATeacher, ema_momentum
+from medmim.registry import BACKBONES
+from medmim.types import Features, TrainContext
+
+
+def backbone_with(
+    spec: Mapping[str, Any], method: str, switches: Mapping[str, tuple[str, Any]], hint: str = ""
+) -> dict[str, Any]:
+    """`spec` with the method's backbone switches set; a switch whose value is None is left alone.
+
+    Args:
+        spec: BACKBONES build spec from the config's `model` section.
+        method: the method's name, for error messages.
+        switches: method option -> (backbone option, value), e.g. {"gitd_stage": ("pool_stage", 4)}.
+        hint: appended to the error for a backbone without the option.
+
+    Raises:
+        ConfigError: the backbone has no such option, or the model section sets it differently.
+    """
+    spec = dict(spec)
+    factory = BACKBONES.get(str(spec.get("name")))
+    params = inspect.signature(getattr(factory, "base", factory)).parameters
+    for option, (key, value) in switches.items():
+        if value is None:
+            continue
+        if key not in params:
+            raise ConfigError(
+                f"method.{option}={value} sets the backbone option '{key}', which backbone "
+                f"'{spec['name']}' does not have; set method.{option}=null or use a Swin backbone. {hint}".strip()
+            )
+        if key in spec and spec[key] != value:
+            raise ConfigError(
+                f"model.{key}={spec[key]} clashes with method.{option}={value} of method '{method}'; "
+                f"set it once, in the method section"
+            )
+        spec[key] = value
+    return spec
+
+
+def has_attention(backbone: nn.Module) -> bool:
+    """Whether the backbone returns `cls` and `attn` (a ViT, or a Swin with an SA block)."""
+    return getattr(backbone, "sa", True) is not None
+
+
+def views_of(batch: Mapping[str, Any]) -> tuple[Tensor, int]:
+    """The batch's views concatenated: (V*B, C, D, H, W), and V (at least 2)."""
+    views = batch["views"]
+    if isinstance(views, Tensor) or len(views) < 2:
+        raise ValueError("self-distillation needs batch['views'] = a list of at least 2 (B, C, D, H, W) views")
+    return torch.cat(list(views), dim=0), len(views)
+
+
+class LossTerms:
+    """The weighted sum of named loss terms; a term of weight 0 is not even computed.
+
+    Example:
+        >>> terms = LossTerms()
+        >>> terms.add("mip", 1.0, lambda: torch.tensor(2.0))
+        >>> terms.add("itd", 0.0, lambda: 1 / 0)   # skipped
+        >>> float(terms.total), list(terms.logs)
+        (2.0, ['loss/mip'])
+    """
+
+    def __init__(self) -> None:
+        self.total: Tensor | float = 0.0
+        self.logs: dict[str, Any] = {}
+
+    def add(self, name: str, weight: float, value: Tensor | Callable[[], Tensor]) -> None:
+        """total += weight * value (a tensor, or a callable run only if weight != 0), logged as
+        `loss/<name>` (unweighted)."""
+        if weight == 0:
+            return
+        value = value() if callable(value) else value
+        self.total = self.total + weight * value
+        self.logs[f"loss/{name}"] = value.detach()
+
+
+class SelfDistillation(PretrainMethod):
+    """Student/teacher pair with projection heads, EMA update and centred distillation losses.
+
+    Args:
+        backbone: the student backbone (the teacher gets a copy).
+        heads: projection heads shared in structure by student and teacher (copied to the teacher).
+        student_only: student parts the teacher does not need (the MIP head).
+        families: token families, each with its own `DistillationLoss` and centre.
+        out_dim: K of the heads.
+        context: run facts (steps per epoch, total steps).
+        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs,
+            center_momentum: `DistillationLoss` options; the warm-up is given in epochs.
+        momentum_start, momentum_end: the teacher's EMA momentum schedule (cosine, per step).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: Mapping[str, nn.Module],
+        student_only: Mapping[str, nn.Module],
+        families: tuple[str, ...],
+        out_dim: int,
+        context: TrainContext | None,
+        student_temp: float,
+        teacher_temp: float,
+        warmup_teacher_temp: float,
+        teacher_temp_warmup_epochs: float,
+        center_momentum: float,
+        momentum_start: float,
+        momentum_end: float,
+    ) -> None:
+        super().__init__(context)
+        self.student = nn.ModuleDict({"backbone": backbone, **heads, **student_only})
+        self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **heads}))
+        warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
+        self.losses = nn.ModuleDict(
+            {
+                f: DistillationLoss(out_dim, student_temp, teacher_temp, warmup_teacher_temp, warmup, 0, center_momentum)
+                for f in families
+            }
+        )
+        self.momentum = (float(momentum_start), float(momentum_end))
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The student backbone (what `medmim export` writes)."""
+        return self.student["backbone"]
+
+    def momentum_at(self, step: int) -> float:
+        """EMA momentum used after optimizer step `step`."""
+        return ema_momentum(step, self.context.total_steps, *self.momentum)
+
+    def on_optimizer_step(self, step: int) -> None:
+        """theta_t <- m theta_t + (1 - m) theta_s over the names the teacher holds."""
+        self.teacher.update(self.student, self.momentum_at(step))
+
+    def on_encoder_loaded(self) -> None:
+        """After `init_from`: the teacher starts as a copy of the pretrained student (momentum 0)."""
+        self.teacher.update(self.student, 0.0)
+
+    @torch.no_grad()
+    def teacher_features(self, x: Tensor, mask: Tensor | None = None) -> Features:
+        """The teacher backbone's features of `x` (no gradient), `mask` replaced by ITS mask token."""
+        return self.teacher["backbone"](x, mask)
+
+    def global_distillation(
+        self, family: str, head: str, student: Tensor, teacher: Tensor, views: int, step: int
+    ) -> Tensor:
+        """Cross-view CE of global tokens (ITD / AITD / GITD): (V*B, C) student and teacher tokens."""
+        s = self.student[head](student).chunk(views)
+        with torch.no_grad():
+            t = self.teacher[head](teacher).chunk(views)
+        return self.losses[family].global_loss(list(s), list(t), step)
+
+    def patch_distillation(
+        self, family: str, head: str, student: Tensor, teacher: Tensor, mask: Tensor, views: int, step: int
+    ) -> Tensor:
+        """Same-view CE over masked patch tokens (MPD / AMPD): (V*B, N, C) tokens, (V*B, d, h, w) mask.
+
+        The student's head runs on the masked tokens only (the loss reads nothing else); the
+        teacher's on all tokens, which the centre update averages.
+        """
+        flat = mask.flatten(1)
+        masked = self.student[head](student[flat], tokens="patch")  # (M, K)
+        s = masked.new_zeros(*flat.shape, masked.shape[-1]).index_put((flat,), masked)
+        with torch.no_grad():
+            t = self.teacher[head](teacher, tokens="patch").chunk(views)
+        return self.losses[family].patch_loss(list(s.chunk(views)), list(t), list(mask.chunk(views)), step)
+
+    def log_common(self, step: int, mask: Tensor, hints: Tensor | None) -> dict[str, Any]:
+        """mask/ratio (fraction masked), mask/hints (fraction revealed), teacher momentum and temp."""
+        logs: dict[str, Any] = {"mask/ratio": mask.float().mean().detach()}
+        if hints is not None:
+            logs["mask/hints"] = hints.float().mean().detach()
+        logs["teacher/momentum"] = self.momentum_at(step)
+        logs["teacher/temp"] = next(iter(self.losses.values())).teacher_temp(step)
+        return logs
+
+
+def mip_heads(backbone: nn.Module) -> dict[str, nn.Module]:
+    """The student-only (A)MIP head: bottleneck -> voxels (1x1x1 conv + pixel shuffle)."""
+    dims = backbone.feature_dims
+    return {"mip": MIPHead(dims["bottleneck"], backbone.in_channels, backbone.bottleneck_stride)}
+
+
+def projection_head(in_dim: int, head: Mapping[str, Any], share_last_layer: bool = False) -> ProjectionHead:
+    """A `ProjectionHead` from the method's head options (out_dim, hidden_dim, ...)."""
+    return ProjectionHead(in_dim, share_last_layer=share_last_layer, **head)
+
+
+def masked_reconstruction(
+    mip: nn.Module, loss: MaskedL1Loss, bottleneck: Tensor, x: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(A)MIP, SMIT eq. 1 / SMART eq. 6: L1 over the masked voxels of the reconstruction.
+
+    Returns:
+        The loss and the reconstruction (V*B, C, D, H, W).
+    """
+    recon = mip(bottleneck)
+    return loss(recon, x, mask_to_voxels(mask, x.shape[-3:])), recon
+
+
+def visuals(
+    x: Tensor, mask: Tensor, recon: Tensor | None = None, attn: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Detached (D, H, W) volumes of the first sample of view 1 for the progress figure.
+
+    Args:
+        x: (V*B, C, D, H, W) views; mask: (V*B, d, h, w); recon: like x; attn: (V*B, N) teacher SATT.
+    """
+    size = x.shape[-3:]
+    out = {"view": x[0, 0].detach(), "mask": cells_to_voxels(mask[0].float(), size)}
+    if recon is not None:
+        out["recon"] = recon[0, 0].detach().float()
+    if attn is not None:
+        out["attn"] = cells_to_voxels(attn[0].detach().float().reshape(mask.shape[1:]), size)
+    return out
+
+
+def cells_to_voxels(cells: Tensor, size: Sequence[int]) -> Tensor:
+    """Nearest upsampling of a (d, h, w) grid to (D, H, W) by whole factors, in one copy."""
+    (d, h, w), (D, H, W) = cells.shape, size
+    grid = cells[:, None, :, None, :, None]
+    return grid.expand(d, D // d, h, H // h, w, W // w).reshape(D, H, W)

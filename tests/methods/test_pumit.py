@@ -1,0 +1,164 @@
+"""PUMIT methods: one-step smoke tests, overfitting a fixed batch, engine-facing properties."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from medmim.errors import ConfigError
+from medmim.registry import METHODS
+from medmim.types import TrainContext
+
+TOKENIZER = {
+    "name": "soft_vq_tokenizer",
+    "channels": [8, 8, 16],
+    "codebook_size": 32,
+    "embed_dim": 8,
+}
+TOKENIZER_OPTS = {
+    "perceptual_weight": 0.0,
+    "disc_channels": [8, 8],
+    "disc_groups": 4,
+    "disc_warmup_steps": 2,
+}
+VIT = {
+    "name": "universal_vit",
+    "embed_dim": 24,
+    "depth": 2,
+    "num_heads": 2,
+    "pos_embed_shape": [1, 2, 2],
+}
+
+
+def _batch(b: int = 2, spacing: tuple[float, float, float] | None = None) -> dict:
+    z, y, x = torch.meshgrid(
+        torch.linspace(-1, 1, 16),
+        torch.linspace(-1, 1, 32),
+        torch.linspace(-1, 1, 32),
+        indexing="ij",
+    )
+    x = torch.stack(
+        [torch.sigmoid(8 * (0.6 + 0.1 * i - (z**2 + y**2 + x**2).sqrt())) for i in range(b)]
+    )[:, None]
+    batch = {"views": [x, x.flip(-1)], "index": torch.arange(b)}
+    if spacing is not None:
+        batch["spacing"] = torch.tensor([spacing] * b)
+    return batch
+
+
+def _tokenizer_method(**opts):
+    return METHODS.build(
+        {"name": "pumit_tokenizer", **TOKENIZER_OPTS, **opts},
+        backbone=TOKENIZER,
+        context=TrainContext(total_steps=40),
+    )
+
+
+def _overfit(method, batch, steps: int, lr: float) -> tuple[list[float], list[dict[str, float]]]:
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr)
+    losses, logs = [], []
+    for step in range(steps):
+        out = method(batch, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        method.on_optimizer_step(step)
+        losses.append(float(out.loss.detach()))
+        logs.append({k: float(v) for k, v in out.logs.items()})
+    return losses, logs
+
+
+def test_tokenizer_method_one_step_and_engine_view() -> None:
+    method = _tokenizer_method()
+    out = method(_batch(), step=0)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert {
+        "loss/rec",
+        "loss/prior",
+        "loss/entropy",
+        "loss/gan_g",
+        "loss/disc",
+        "gan/active",
+        "codebook/usage",
+    } <= set(out.logs)
+    assert out.visuals["recon"].shape == (16, 32, 32)
+    trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"tokenizer"}  # the discriminator is never in the engine's optimizer
+    assert method.encoder is method.tokenizer
+    out.loss.backward()
+    disc = [p.detach().clone() for p in method.gan.discriminator.parameters()]
+    method.on_optimizer_step(5)  # past the 2-step warm-up (lr 0 at step 0)
+    assert any(not torch.equal(a, b) for a, b in zip(disc, method.gan.discriminator.parameters()))
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    _tokenizer_method().load_state_dict(torch.load(buffer, weights_only=True))  # exact resume
+
+
+def test_tokenizer_method_overfits_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    losses, logs = _overfit(_tokenizer_method(), _batch(b=1), steps=20, lr=5e-3)
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert logs[-1]["loss/rec"] < 0.7 * logs[0]["loss/rec"], [log["loss/rec"] for log in logs]
+
+
+def test_tokenizer_method_takes_spacing_from_the_batch() -> None:
+    method = _tokenizer_method(gan_weight=0.0)
+    batch = _batch(spacing=(2.0, 1.0, 1.0))
+    batch["views"] = [v[:, :, :8] for v in batch["views"]]  # DA 1: 8-slice crops give 1x2x2 tokens
+    out = method(batch, 0)
+    assert out.logs["data/da"] == 1.0 and method.gan is None
+
+
+def test_tokenizer_method_perceptual_without_weights_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="perceptual_weight=0"):
+        _tokenizer_method(perceptual_weight=1.0)
+
+
+@pytest.fixture
+def tokenizer_ckpt(tmp_path):
+    from medmim.models.tokenizer import TOKENIZERS
+
+    tok = TOKENIZERS.build(TOKENIZER)
+    with torch.no_grad():
+        tok.to_logits.weight.mul_(
+            30.0
+        )  # a trained tokenizer's tokens are sharp; untrained ones near-uniform
+    path = tmp_path / "last.ckpt"
+    torch.save({"encoder": tok.state_dict(), "encoder_config": tok.config}, path)
+    return str(path)
+
+
+def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
+    method = METHODS.build(
+        {"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext()
+    )
+    method.train()
+    assert not method.tokenizer.training
+    out = method(_batch(), step=0)
+    assert torch.isfinite(out.loss) and {"loss/mim", "mim/kl", "mim/accuracy", "mask/ratio"} <= set(
+        out.logs
+    )
+    assert float(out.logs["mask/ratio"]) == 3 / 4  # ceil(0.55 * 4) of a 1x2x2 grid
+    assert out.visuals["mask"].shape == (16, 32, 32)
+    trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"vit", "head"}
+    assert method.head[-1].out_features == 32 and method.encoder is method.vit
+
+
+def test_mim_method_overfits_a_fixed_batch(tokenizer_ckpt) -> None:
+    torch.manual_seed(0)
+    method = METHODS.build({"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT)
+    losses, _ = _overfit(method, _batch(), steps=20, lr=3e-3)
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+
+
+def test_mim_method_errors(tokenizer_ckpt, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="train one first"):
+        METHODS.build({"name": "pumit_mim", "tokenizer": str(tmp_path / "none.ckpt")}, backbone=VIT)
+    with pytest.raises(ConfigError, match="token grids must coincide"):
+        METHODS.build(
+            {"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone={**VIT, "patch_size": 8}
+        )
