@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmim.eval.export import ENCODER_META, ENCODER_WEIGHTS, export
+    from medmim.eval.export import ENCODER_META, ENCODER_WEIGHTS, export, is_tokenizer
 
     out = export(args.source, args.out)
     meta = json.loads((out / ENCODER_META).read_text(encoding="utf-8"))
@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {out / ENCODER_META}  (backbone {meta['backbone']['name']}, method {meta.get('method')})"
     )
+    if is_tokenizer(meta["backbone"]):
+        print(f"a PUMIT tokenizer, not a downstream encoder: train stage 2 with "
+              f"medmim pretrain --config pumit_mim method.tokenizer={out}")
     if "monai_swinunetr" in meta:
         print(
             "load into MONAI: medmim.eval.export.load_into_swinunetr(SwinUNETR(out_channels=N, "

@@ -62,17 +62,37 @@ class AugmentConfig:
 class DataConfig:
     """Where the images are and how they become training batches.
 
+    Two modes (`mode`):
+
+    - "views" (default; SMART, SMIT, iBOT, ...): the recipe resamples every scan to
+      `recipe.spacing`; an item is `num_views` augmented `crop_size` crops of one scan
+      (`medmim.data.views`); the engine shuffles items (`medmim.train.sampler`).
+    - "native" (PUMIT): no resampling (`recipe.spacing` must be null). Each scan keeps its
+      spacing, its slice axis is put first and it gets a degree of anisotropy DA =
+      floor(log2(s_slice / s_in-plane)) in [0, 5] (a one-slice 2D image: 5). `crop_size` is the
+      crop of a DA-0 (isotropic) scan; a DA-a scan is cropped to (crop_size[0] >> a) x H x W
+      (one slice at DA 5), so that every crop gives the same token grid through the model's
+      spatially adaptive patch embedding of stride `patch_size`. Batches hold scans of one DA
+      (`medmim.data.pumit.DABatchSampler`, drawn with replacement; an epoch is
+      len(dataset) // (batch_size x processes) batches per process, and each process gets
+      whole batches). Items carry "spacing" (s_D, s_H, s_W) for the model. Augmentation: flips
+      (`augment.flip_prob`) only; the other `augment` fields are not used. `num_views` must
+      be 1.
+
     Attributes:
         source: a folder (scanned recursively), a datalist JSON, a CSV or a MedMNIST `.npz`.
         key: the datalist / CSV field that holds the image path.
         split: the datalist section or npz split to read ("training", "train", ...).
         cache_dir: the persistent cache of preprocessed volumes; "" = `<run parent>/.cache`.
-        crop_size: (D, H, W) of each view, in voxels after the recipe.
+        crop_size: (D, H, W) of each view, in voxels after the recipe (mode "native": of a
+            DA-0 scan; D and H = W multiples of `patch_size`).
         num_views: views per scan (2 for self-distillation).
         batch_size: scans per step and per process.
         num_workers: DataLoader workers.
         on_error: "skip" records a bad file in skipped.jsonl and goes on; "fail" stops before
             training starts.
+        mode: "views" or "native" (see above).
+        patch_size: mode "native": the model's patch / SAC stride (PUMIT: 16).
     """
 
     source: str = ""
@@ -86,6 +106,8 @@ class DataConfig:
     batch_size: int = 2
     num_workers: int = 0
     on_error: str = "skip"
+    mode: str = "views"
+    patch_size: int = 16
 
 
 def as_data_config(cfg: Any) -> DataConfig:

@@ -3,6 +3,11 @@
 The export reads only "encoder", "encoder_config", "config" (data.recipe, data.crop_size,
 method.name), "medmim_version" and "step" from a checkpoint, so it works for every method.
 
+A `pumit_tokenizer` run's "encoder" is its PUMIT tokenizer (a `TOKENIZERS` spec, not a
+backbone): it is exported the same way, as a shareable artefact that stage 2 loads
+(`medmim pretrain --config pumit_mim method.tokenizer=DIR`; the run directory works too), but
+`load_encoder` refuses it: downstream tasks take the exported `pumit_mim` ViT.
+
 Using Swin weights in MONAI's SwinUNETR: the Swin encoder keeps MONAI's `SwinTransformer` as
 `swinViT`, so the exported keys are `swinViT.*` exactly as in `SwinUNETR.state_dict()`, plus a few
 medmim-only keys (`mask_token`, `sa.*`, `norm.*`). Either call
@@ -107,6 +112,23 @@ def load_state_checked(
     model.load_state_dict(state, strict=True)
 
 
+def is_tokenizer(spec: Any) -> bool:
+    """True when a build spec names a PUMIT tokenizer (`medmim.models.tokenizer.TOKENIZERS`)."""
+    from medmim.models.tokenizer import TOKENIZERS
+
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    return name in TOKENIZERS and name not in BACKBONES
+
+
+def _build(spec: Any) -> nn.Module:
+    """A backbone, or a PUMIT tokenizer, from its build spec (ConfigError if neither)."""
+    if is_tokenizer(spec):
+        from medmim.models.tokenizer import TOKENIZERS
+
+        return TOKENIZERS.build(dict(spec))
+    return BACKBONES.build(spec)
+
+
 def encoder_meta(model: nn.Module, ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """The `encoder.json` contents for `model` trained by the run in `ckpt`."""
     config = ckpt.get("config") or {}
@@ -142,7 +164,7 @@ def export(source: str | Path, out_dir: str | Path | None = None) -> Path:
     ckpt_path = find_checkpoint(source)
     ckpt = read_checkpoint(ckpt_path)
     try:
-        model = BACKBONES.build(ckpt["encoder_config"])
+        model = _build(ckpt["encoder_config"])
     except ConfigError as exc:
         raise DataError(
             ckpt_path, f"field 'encoder_config' does not build a backbone: {exc}"
@@ -204,6 +226,13 @@ def load_encoder(
         The encoder in eval mode and the JSON metadata.
     """
     meta, weights = read_export(path)
+    if is_tokenizer(meta["backbone"]):
+        raise DataError(
+            weights.with_name(ENCODER_META),
+            f"holds a PUMIT tokenizer ('{meta['backbone']['name']}'), not an encoder for downstream "
+            "tasks: train stage 2 on it (medmim pretrain --config pumit_mim "
+            f"method.tokenizer={weights.parent}) and export that run",
+        )
     try:
         model = BACKBONES.build(meta["backbone"])
     except ConfigError as exc:

@@ -191,7 +191,7 @@ def load_pretrained_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], 
         from safetensors.torch import load_file
 
         sidecar = path.with_suffix(".json")
-        spec = json.loads(sidecar.read_text()).get("backbone") if sidecar.is_file() else None
+        spec = json.loads(sidecar.read_text(encoding="utf-8")).get("backbone") if sidecar.is_file() else None
         return load_file(str(path)), spec
     ckpt = load_checkpoint(path)
     if "encoder" not in ckpt:

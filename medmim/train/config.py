@@ -37,6 +37,9 @@ class OptimConfig:
         lr: peak learning rate after warm-up (absolute: not scaled by the batch size).
         min_lr: learning rate at the last step (cosine decay from `lr`).
         warmup_epochs: linear warm-up from 0 to `lr`, in epochs (fractions allowed).
+        warmup_steps: the warm-up in optimizer steps; when set (not null) it overrides
+            `warmup_epochs`. For runs counted in steps (PUMIT: 25k tokenizer / 10k MIM steps),
+            where an "epoch" of a with-replacement sampler has no fixed meaning.
         weight_decay: weight decay at step 0 ...
         weight_decay_end: ... cosine-scheduled to this value at the last step (DINO/iBOT).
         betas: AdamW (beta1, beta2).
@@ -56,6 +59,7 @@ class OptimConfig:
     lr: float = 8e-4
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0
+    warmup_steps: int | None = None
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -59,8 +59,8 @@ class Monitor:
         path = self.run_dir / METRICS_FILE
         if not path.is_file():
             return
-        keep = [ln for ln in path.read_text().splitlines() if 0 <= _row_step(ln) <= start_step]
-        path.write_text("".join(f"{ln}\n" for ln in keep))
+        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if 0 <= _row_step(ln) <= start_step]
+        path.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
 
     def _attach_log_file(self) -> None:
         logger = logging.getLogger("medmim")
@@ -86,7 +86,7 @@ class Monitor:
         if not self.enabled:
             return
         row = {"step": step, **{k: _clean(v) for k, v in scalars.items()}}
-        with open(self.run_dir / METRICS_FILE, "a") as f:
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         for key, value in scalars.items():
             if key != "epoch" and math.isfinite(value):

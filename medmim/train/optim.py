@@ -43,10 +43,14 @@ class Schedule:
 
     @classmethod
     def from_config(cls, optim: Any, steps_per_epoch: int, total_steps: int) -> Schedule:
-        """Build from an `OptimConfig` (epochs converted to steps)."""
+        """Build from an `OptimConfig` (epochs converted to steps; `warmup_steps`, when set,
+        overrides `warmup_epochs`)."""
+        warmup_steps = getattr(optim, "warmup_steps", None)
+        if warmup_steps is None:
+            warmup_steps = round(float(optim.warmup_epochs) * steps_per_epoch)
         return cls(
             total_steps=total_steps,
-            warmup_steps=round(float(optim.warmup_epochs) * steps_per_epoch),
+            warmup_steps=int(warmup_steps),
             freeze_steps=round(float(optim.freeze_last_layer_epochs) * steps_per_epoch),
             lr=float(optim.lr), min_lr=float(optim.min_lr),
             wd=float(optim.weight_decay), wd_end=float(optim.weight_decay_end),

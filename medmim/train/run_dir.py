@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
@@ -74,8 +75,11 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
 def estimate_checkpoint_bytes(method: nn.Module) -> int:
     """Rough size of one checkpoint: the method's state plus two AdamW moments per trainable
-    parameter, plus 5% for the rest."""
-    state = sum(t.numel() * t.element_size() for t in method.state_dict().values())
+    parameter, plus 5% for the rest. Non-tensor state_dict entries (counters, flags that some
+    modules keep through `get_extra_state`) are not counted."""
+    state = sum(
+        t.numel() * t.element_size() for t in method.state_dict().values() if torch.is_tensor(t)
+    )
     moments = sum(2 * p.numel() * 4 for p in method.parameters() if p.requires_grad)
     return int(1.05 * (state + moments)) + 2**20
 
@@ -115,7 +119,7 @@ def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return []
-    saved = _flatten(yaml.safe_load(path.read_text()) or {})
+    saved = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     now = _flatten(current)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     changed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]

@@ -6,8 +6,15 @@ Epoch `e` visits the dataset in the order `randperm(len, seed + e)` (torch's
 larger batch would take at step `t`: perm[t*W*b : (t+1)*W*b]. That is what makes a `W`-process
 run match a single-process run with the same global batch.
 
+Data that must be batched in groups (PUMIT: one degree of anisotropy per batch) come with their
+own batch sampler (`medmim.data.pretrain.build_pretrain_batch_sampler`), which `build_loader`
+takes instead: it yields whole batches, shards them itself (`medmim.data.pumit.DABatchSampler`
+deals each batch whole to one process, round-robin, so every process gets DA-homogeneous batches
+and all get the same number) and is deterministic in (seed, epoch).
+
 Resuming: the position inside an epoch is a function of the step, `(step % steps_per_epoch) *
-accumulate` batches, which the sampler skips (`start`). Augmentations must not come from the
+accumulate` batches, which the sampler skips (`start`: in indices for `ResumableSampler`, in
+batches for a batch sampler; `start_epoch` converts). Augmentations must not come from the
 loader workers' random streams (which depend on which worker loads which batch): a dataset
 that exposes `set_epoch(epoch)` is told the epoch and draws its randomness from (seed, epoch,
 index); the loader's own generator is reseeded from (seed, epoch, rank) every epoch and never
@@ -20,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from medmim.errors import ConfigError
 
@@ -74,29 +81,36 @@ def steps_per_epoch(num_items: int, batch_size: int, world_size: int, accumulate
 
 def build_loader(
     dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,
-    pin_memory: bool = False,
-) -> tuple[DataLoader, ResumableSampler]:
-    """The pretraining DataLoader (drop_last, no persistent workers) and its sampler."""
+    pin_memory: bool = False, batch_sampler: Sampler[list[Any]] | None = None,
+) -> tuple[DataLoader, Any]:
+    """The pretraining DataLoader (drop_last, no persistent workers) and its sampler.
+
+    Args:
+        batch_sampler: yields whole batches of dataset keys, already sharded for `rank`, and
+            has `set_epoch(epoch, start)` (skip `start` batches); it replaces the engine's
+            `ResumableSampler` (then `batch_size` and `seed` are the batch sampler's business).
+
+    Returns:
+        (loader, sampler): the sampler is the `ResumableSampler`, or `batch_sampler`.
+    """
+    common = {"num_workers": num_workers, "pin_memory": pin_memory,
+              "generator": torch.Generator(), "persistent_workers": False}
+    if batch_sampler is not None:
+        if not hasattr(batch_sampler, "set_epoch"):
+            raise TypeError(f"{type(batch_sampler).__name__} needs set_epoch(epoch, start) to resume")
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common), batch_sampler
     sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=True,
-        pin_memory=pin_memory,
-        generator=torch.Generator(),
-        persistent_workers=False,
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
     return loader, sampler
 
 
 def start_epoch(
-    loader: DataLoader, sampler: ResumableSampler, epoch: int, skip_batches: int, seed: int,
+    loader: DataLoader, sampler: Any, epoch: int, skip_batches: int, seed: int,
     rank: int,
 ) -> Iterator[Any]:
     """An iterator over epoch `epoch` of `loader` that starts after `skip_batches` batches."""
-    sampler.set_epoch(epoch, start=skip_batches * int(loader.batch_size or 1))
+    per_batch = 1 if loader.batch_sampler is sampler else int(loader.batch_size or 1)
+    sampler.set_epoch(epoch, start=skip_batches * per_batch)
     dataset = loader.dataset
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)

@@ -2,8 +2,9 @@
 saved to and restored from a checkpoint (medmim/train/checkpoint.py has the file format).
 
 Order of `open_session` (all of it before the first step, so bad settings fail fast):
-run-dir guards -> dataset -> loader -> step counts -> seed -> method (+ init_from) -> disk-space
-guard -> optimizer -> restore (resume=true) or reseed per rank -> compile -> DDP -> config.yaml.
+run-dir guards -> dataset -> step counts -> loader (with the data's batch sampler, if its mode
+has one) -> seed -> method (+ init_from) -> disk-space guard -> optimizer -> restore
+(resume=true) or reseed per rank -> compile -> DDP -> config.yaml.
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ def resolve_config(cfg: Any) -> DictConfig:
             raise ConfigError(f"{key}: '{OmegaConf.select(cfg, key)}' is not one of {', '.join(allowed)}")
     minimum = {"optim.accumulate": 1, "data.batch_size": 1, "train.epochs": 1, "train.log_every": 1,
                "train.ckpt_every": 1, "train.max_nonfinite": 1, "train.vis_every": 0,
-               "train.keep_every": 0}
+               "train.keep_every": 0, "optim.warmup_steps": 0}
     for key, low in minimum.items():
-        if int(OmegaConf.select(cfg, key)) < low:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and int(value) < low:
             raise ConfigError(f"{key}: {OmegaConf.select(cfg, key)} is too small; use an integer >= {low}")
     return cfg
 
@@ -176,9 +178,14 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
 
         dataset = build_pretrain_dataset(cfg.data, run_dir, int(cfg.train.seed))
     batch, accumulate, seed = int(cfg.data.batch_size), int(cfg.optim.accumulate), int(cfg.train.seed)
-    loader, sampler = build_loader(dataset, batch, int(cfg.data.num_workers), info.rank,
-                                   info.world_size, seed, pin_memory=info.device.type == "cuda")
     spe = steps_per_epoch(len(dataset), batch, info.world_size, accumulate)
+    from medmim.data.pretrain import build_pretrain_batch_sampler
+
+    batch_sampler = build_pretrain_batch_sampler(cfg.data, dataset, spe * accumulate, info.rank,
+                                                 info.world_size, seed)
+    loader, sampler = build_loader(dataset, batch, int(cfg.data.num_workers), info.rank,
+                                   info.world_size, seed, pin_memory=info.device.type == "cuda",
+                                   batch_sampler=batch_sampler)
     total = spe * int(cfg.train.epochs)
     total = min(total, int(cfg.train.max_steps)) if cfg.train.max_steps else total
     ck.seed_everything(seed)  # the same initial weights on every rank

@@ -2,9 +2,11 @@
 
 Visuals are `StepOutput.visuals`: volumes (D, H, W) (or (C, D, H, W), first channel shown) of
 the first sample, e.g. `view`, `mask`, `recon`, `attn`. Each becomes one row of three
-mid-slices, one per axis. With MONAI's channel-first RAS arrays (x, y, z) the columns are the
-sagittal (axis 0), coronal (axis 1) and axial (axis 2) planes. `mask` and `attn` are drawn over
-`view` when the method returns one.
+mid-slices, one per tensor axis, titled by that axis: "mid D" is the (H, W) plane halfway
+along D, drawn with H across and W up. Which anatomical plane that is depends on the data: the
+recipe's RAS views have (D, H, W) = (x, y, z), so the columns are sagittal, coronal, axial;
+PUMIT's native crops have their slice axis first, so "mid D" is the acquired (usually axial)
+plane. `mask` and `attn` are drawn over `view` when the method returns one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PLANES = ("sagittal (axis 0)", "coronal (axis 1)", "axial (axis 2)")
+#: column titles: the axis the slice is taken halfway along, then the axes drawn (across, up).
+PLANES = ("mid D (H across, W up)", "mid H (D across, W up)", "mid W (D across, H up)")
 OVERLAYS = {"mask": "autumn", "attn": "inferno", "hints": "winter"}
 
 
@@ -74,7 +77,7 @@ def save_visuals(visuals: dict[str, torch.Tensor], path: Path, title: str = "") 
 
 def plot_loss_curves(metrics: Path, path: Path) -> Path | None:
     """Loss terms and learning rate against the step, from metrics.jsonl (None if empty)."""
-    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.is_file() else []
+    rows = [json.loads(ln) for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()] if metrics.is_file() else []
     if not rows:
         return None
     from matplotlib.figure import Figure

@@ -11,11 +11,15 @@ from monai.data import MetaTensor
 from torch.utils.data import DataLoader
 
 from medmim.data.pumit import (
+    SLICE_2D_SPACING,
+    CachedArray,
     DABatchSampler,
     NativeSpacingCropDataset,
     SpacedImage,
     crop_size,
+    from_cached,
     from_volume,
+    slice_axis,
 )
 from medmim.errors import DataError
 
@@ -111,3 +115,47 @@ def test_bad_images_raise_data_errors() -> None:
         NativeSpacingCropDataset(
             [SpacedImage(np.zeros((4, 4), np.float32), (1.0, 1.0, 1.0), "a.nii")]
         )
+
+
+def test_sampler_resumes_mid_epoch_by_skipping_batches() -> None:
+    das = [0, 1, 0, 1, 2, 2, 0, 1]
+    full = list(DABatchSampler(das, 2, 6, seed=3))
+    s = DABatchSampler(das, 2, 6, seed=3)
+    s.set_epoch(0, start=4)
+    assert list(s) == full[4:] and len(s) == 2
+    s.set_epoch(0, start=6)
+    assert list(s) == [] and len(s) == 0
+    r1 = DABatchSampler(das, 2, 3, seed=3, rank=1, world_size=2)
+    r1.set_epoch(0, start=1)
+    assert list(r1) == full[3:6:2]  # rank 1's batches 1 and 2 of the global order
+
+
+def test_slice_axis_and_one_slice_images_see_the_max_da() -> None:
+    assert slice_axis((0.8, 0.8, 5.0), (20, 20, 6)) == 2
+    assert slice_axis((3.0, 0.8, 0.8), (6, 20, 20)) == 0
+    assert slice_axis((1.0, 1.0, 1.0), (8, 8, 8)) == 2  # ties: the last axis
+    assert slice_axis((0.5, 0.5, 0.2), (30, 1, 40)) == 1  # a one-slice image: its singleton axis
+    from medmim.layers.sac import degree_of_anisotropy
+
+    data = NativeSpacingCropDataset(_images(), tokens=(2, 2))
+    item = data[(2, 0)]  # the "xray" image, spacing (1.0, 0.2, 0.2): DA 2 by spacing alone
+    assert item["spacing"].tolist() == pytest.approx([SLICE_2D_SPACING, 0.2, 0.2])
+    assert degree_of_anisotropy(item["spacing"]) == data.das[2] == 5
+
+
+def test_cached_array_reads_lazily_and_pickles_without_voxels(tmp_path) -> None:
+    import pickle
+
+    xyz = np.arange(1 * 6 * 5 * 4, dtype=np.float32).reshape(1, 6, 5, 4)
+    np.save(tmp_path / "v.npy", xyz)
+    img = from_cached(tmp_path / "v.npy", (0.7, 0.8, 2.0), "v")
+    assert img.array.shape == (1, 4, 6, 5) and img.spacing == (2.0, 0.7, 0.8)
+    np.testing.assert_array_equal(img.array[:, 1:3, :, 2], xyz.transpose(0, 3, 1, 2)[:, 1:3, :, 2])
+    assert len(pickle.dumps(img.array)) < xyz.nbytes  # workers get the path, not the voxels
+    clone = pickle.loads(pickle.dumps(img.array))
+    np.testing.assert_array_equal(clone[:], xyz.transpose(0, 3, 1, 2))
+    data = NativeSpacingCropDataset([img], tokens=(1, 1), patch_size=4, flip_prob=0.0)
+    assert data.das == [1] and data[(0, 0)]["views"][0].shape == (1, 2, 4, 4)
+    np.save(tmp_path / "bad.npy", np.zeros((6, 5, 4), np.float32))
+    with pytest.raises(DataError, match=r"bad.npy: expected a cached \(C, X, Y, Z\) array"):
+        CachedArray(tmp_path / "bad.npy", (1.0, 1.0, 1.0))

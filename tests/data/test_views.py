@@ -86,6 +86,20 @@ def test_gaussian_blur_matches_scipy() -> None:
     np.testing.assert_allclose(ours[0].numpy(), ref, atol=1e-5)
 
 
+def test_gaussian_blur_sigma_zero_is_no_blur() -> None:
+    x = torch.rand(1, 6, 5, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(gaussian_blur(x, 0.0), x) and torch.equal(gaussian_blur(x, -1.0), x)
+    assert not torch.equal(gaussian_blur(x, 0.5), x)
+    volume = np.random.default_rng(0).random((1, 10, 10, 10), dtype=np.float32)
+    only_blur = [{"noise": 0.0, "blur": 1.0, "brightness": 0.0, "contrast": 0.0, "gamma": 0.0}]
+    plain = ViewSampler([8, 8, 8], AugmentConfig(flip_prob=0.0, intensity=False), 1)
+    off = ViewSampler(
+        [8, 8, 8], AugmentConfig(flip_prob=0.0, blur_sigma=[0.0, 0.0]), 1, view_probs=only_blur
+    )
+    a, b = plain(volume, np.random.default_rng(1))[0], off(volume, np.random.default_rng(1))[0]
+    assert torch.isfinite(b).all() and torch.equal(a, b)
+
+
 def test_gamma_and_contrast() -> None:
     x = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(adjust_gamma(x, 1.0), x, atol=1e-5, rtol=0)

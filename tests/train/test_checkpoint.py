@@ -83,7 +83,7 @@ def test_init_encoder_from_checkpoint_and_exported_dir(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
     save_file(state, str(export / "encoder.safetensors"))
-    (export / "encoder.json").write_text(json.dumps({"backbone": source.encoder.config}))
+    (export / "encoder.json").write_text(json.dumps({"backbone": source.encoder.config}), encoding="utf-8")
     for path in (tmp_path / "a.ckpt", export):
         target = ToyAutoencoder({"name": "toy_encoder", "dim": 8})
         ck.init_encoder_from(target, path)

@@ -39,6 +39,33 @@ def test_sharded_batches_together_equal_the_single_process_batch() -> None:
     assert skipped == one[2:]  # resuming mid-epoch skips exactly the used batches
 
 
+def test_da_grouped_batches_are_dealt_whole_to_the_processes() -> None:
+    """A batch sampler (PUMIT's DA buckets) replaces the item sampler: process r of 2 gets the
+    whole global batches r, r+2, ..., each of one DA, and resumes mid-epoch by skipping batches."""
+    import numpy as np
+
+    from medmim.data.pumit import DABatchSampler, NativeSpacingCropDataset, SpacedImage
+
+    rng = np.random.default_rng(0)
+    spacings = [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (4.0, 1.0, 1.0)] * 3
+    data = NativeSpacingCropDataset(
+        [SpacedImage(rng.random((1, 8, 8, 8), dtype=np.float32), s) for s in spacings],
+        tokens=(1, 1), patch_size=8)
+
+    def epoch(rank: int, world: int, n: int, skip: int = 0) -> list[list[int]]:
+        loader, sampler = build_loader(data, 2, 0, rank, world, 3,
+                                       batch_sampler=DABatchSampler(data.das, 2, n, seed=3, rank=rank, world_size=world))
+        batches = list(start_epoch(loader, sampler, 1, skip, 3, rank))
+        assert all(len({data.das[i] for i in b["index"].tolist()}) == 1 for b in batches)
+        assert all(b["views"][0].shape[0] == 2 and b["spacing"].shape == (2, 3) for b in batches)
+        return [b["index"].tolist() for b in batches]
+
+    one = epoch(0, 1, 6)
+    assert len(one) == 6 and len({data.das[b[0]] for b in one}) > 1
+    assert epoch(0, 2, 3) == one[0::2] and epoch(1, 2, 3) == one[1::2]
+    assert epoch(0, 1, 6, skip=4) == one[4:] and epoch(1, 2, 3, skip=2) == one[5:]
+
+
 def _rank(rank: int, root: str, port: int) -> None:
     """One process of the 2-process job: the environment torchrun would set, then train."""
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",

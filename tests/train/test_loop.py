@@ -13,7 +13,7 @@ CONTRACT_KEYS = {"method", "optimizer", "scaler", "step", "epoch", "rng", "sampl
 
 
 def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_run_directory_logs_figures_and_checkpoints(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_run_directory_logs_figures_and_checkpoints(tmp_path: Path) -> None:
     assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
     assert [r["step"] for r in rows(run)] == [1, 2, 4, 6, 8, 10, 12, 14, 16]
     assert {"loss", "loss/rec", "lr", "wd", "grad_norm", "speed/samples_per_s"} <= set(rows(run)[0])
-    assert "step 16 epoch 1.875 loss" in (run / "train.log").read_text()
+    assert "step 16 epoch 1.875 loss" in (run / "train.log").read_text(encoding="utf-8")
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert CONTRACT_KEYS <= set(ckpt) and ckpt["step"] == 16 and ckpt["epoch"] == 2
     assert ckpt["sampler"] == {"epoch": 2, "index": 0, "seed": 0, "world_size": 1, "batch_size": 2,
@@ -56,7 +56,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
             assert torch.equal(value, after["method"][key]), key
     assert str(before["optimizer"]["state"]) == str(after["optimizer"]["state"])
     assert [r["nonfinite/total"] for r in rows(run)] == [0, 0, 1, 1, 2]
-    assert "step 3: non-finite loss or gradients (loss nan" in (run / "train.log").read_text()
+    assert "step 3: non-finite loss or gradients (loss nan" in (run / "train.log").read_text(encoding="utf-8")
     assert after["counters"] == {"nonfinite_total": 1, "nonfinite_row": 1}
 
 

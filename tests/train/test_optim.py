@@ -57,6 +57,20 @@ def test_schedule_from_config_and_apply() -> None:
     assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.5, 0.3), (0.5, 0.0)]
 
 
+def test_warmup_steps_overrides_warmup_epochs() -> None:
+    cfg = OmegaConf.structured(OptimConfig(lr=1e-3, warmup_epochs=2, warmup_steps=7))
+    s = Schedule.from_config(cfg, steps_per_epoch=10, total_steps=100)
+    assert s.warmup_steps == 7 and s.lr_at(7) == 1e-3 and math.isclose(s.lr_at(3), 3e-3 / 7)
+    cfg.warmup_steps = None
+    assert Schedule.from_config(cfg, steps_per_epoch=10, total_steps=100).warmup_steps == 20
+    from medmim.errors import ConfigError
+    from medmim.train.session import resolve_config
+
+    with pytest.raises(ConfigError, match=r"optim.warmup_steps: -1 is too small; use an integer >= 0"):
+        resolve_config({"optim": {"warmup_steps": -1}})
+    assert resolve_config({"optim": {"warmup_steps": 0}}).optim.warmup_steps == 0
+
+
 def test_frozen_last_layer_keeps_its_values_under_adamw() -> None:
     method = toy()
     opt = build_optimizer(method, OmegaConf.structured(OptimConfig()))

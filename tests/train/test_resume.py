@@ -20,7 +20,7 @@ TIMING = ("time/step_s", "speed/samples_per_s")
 
 
 def metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 

@@ -15,7 +15,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     rd.check_run_dir(run, resume=False)  # creates it
     assert (run / "checkpoints").is_dir() and (run / "figures").is_dir()
     rd.check_run_dir(run, resume=False)  # an empty folder is not a run yet
-    (run / "config.yaml").write_text("name: a\n")
+    (run / "config.yaml").write_text("name: a\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"already holds a run; choose another name=..., or delete"):
         rd.check_run_dir(run, resume=False)  # no checkpoint: nothing to resume
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
@@ -30,7 +30,7 @@ def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
 
 def test_unwritable_run_dir_fails_before_training(tmp_path: Path) -> None:
     blocker = tmp_path / "runs"
-    blocker.write_text("a file where the output folder should be")
+    blocker.write_text("a file where the output folder should be", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"cannot write to run directory .*runs/toy.* set output_dir="):
         pretrain(toy_config(blocker), dataset=ToyVolumes())
 
@@ -47,7 +47,7 @@ def test_full_disk_fails_before_training(tmp_path: Path, monkeypatch) -> None:
 def test_resume_config_changes(tmp_path: Path, caplog) -> None:
     (tmp_path / "config.yaml").write_text(
         "model: {name: vit, dim: 8}\noptim: {lr: 0.1}\ntrain: {max_steps: 10, log_every: 1}\nresume: false\n"
-    )
+    , encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         changed = rd.check_resume_config(tmp_path, {
             "model": {"name": "vit", "dim": 8}, "optim": {"lr": 0.01}, "train": {"max_steps": 20, "log_every": 5},
@@ -55,3 +55,25 @@ def test_resume_config_changes(tmp_path: Path, caplog) -> None:
     assert changed == ["optim.lr", "train.max_steps"] and "optim.lr changed: 0.1 -> 0.01" in caplog.text
     with pytest.raises(ConfigError, match=r"other model/method settings .*model.dim: 8 -> 16"):
         rd.check_resume_config(tmp_path, {"model": {"name": "vit", "dim": 16}})
+
+
+def test_checkpoint_estimate_counts_tensors_and_skips_extra_state() -> None:
+    import torch
+    from torch import nn
+
+    class WithExtraState(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)  # 15 float32 parameters
+            self.register_buffer("count", torch.zeros(2, dtype=torch.int64))  # 16 bytes
+
+        def get_extra_state(self) -> dict:
+            return {"gate": "open", "steps": 7}  # a non-tensor state_dict value
+
+        def set_extra_state(self, state: dict) -> None:
+            pass
+
+    module = WithExtraState()
+    assert not torch.is_tensor(module.state_dict()["_extra_state"])
+    state, moments = 15 * 4 + 16, 2 * 15 * 4
+    assert rd.estimate_checkpoint_bytes(module) == int(1.05 * (state + moments)) + 2**20

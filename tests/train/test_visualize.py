@@ -30,6 +30,6 @@ def test_loss_curves_from_metrics(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.jsonl"
     assert plot_loss_curves(metrics, tmp_path / "c.png") is None
     rows = [{"step": s, "loss": 1.0 / s, "loss/a": None if s == 2 else 0.5, "lr": 0.1} for s in (1, 2, 3)]
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert plot_loss_curves(metrics, tmp_path / "c.png") == tmp_path / "c.png"
     assert (tmp_path / "c.png").stat().st_size > 1000

@@ -196,5 +196,5 @@ pretrain(cfg, dataset=ToyVolumes())
 def write_script(tmp_path: Path, root: Path) -> Path:
     """A script `python run_toy.py key=value ...` that trains the toy method under `root`."""
     path = tmp_path / "run_toy.py"
-    path.write_text(SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)))
+    path.write_text(SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)), encoding="utf-8")
     return path
