@@ -89,20 +89,40 @@ class Registry(Generic[T]):
         return factory(**kwargs)
 
 
+def accepted_options(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options `factory` takes, or None when it takes any.
+
+    A class whose `__init__` passes `**kwargs` on to its parent's (`super().__init__(...,
+    **kwargs)`) takes the parent's keyword parameters too; positional-only parameters are not
+    options.
+    """
+    if isinstance(factory, type):
+        owners = [c.__init__ for c in factory.__mro__ if "__init__" in vars(c)]
+    else:
+        owners = [factory]
+    names: list[str] = []
+    for owner in owners:
+        try:
+            params = inspect.signature(owner).parameters
+        except (TypeError, ValueError):  # builtins without a signature
+            return None
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names += [n for n, p in params.items() if p.kind in keyword and n != "self" and n not in names]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
 def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: str) -> None:
     """Raise ConfigError when `kwargs` holds a name that `factory` does not accept."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # builtins without a signature
+    accepted = accepted_options(factory)
+    if accepted is None:
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
                 f"{what} has no option '{key}'.{did_you_mean(key, accepted)}"
-                f" Options: {', '.join(a for a in accepted if a != 'self')}"
+                f" Options: {', '.join(accepted)}"
             )
 
 

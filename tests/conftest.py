@@ -8,12 +8,18 @@ import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)  # tiny tests: threads only add overhead
+torch.set_num_threads(1)  # tiny tests: threads only add overhead (and resumes stay bit-identical)
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """One torch thread in every test: UMAP's fit (test_cluster) raises the count to 2."""
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -43,3 +43,22 @@ def test_missing_name_and_double_registration() -> None:
         reg.build({"size": 2})
     with pytest.raises(ConfigError, match="registered twice"):
         reg.register("box")(lambda: None)
+
+
+def test_options_passed_on_to_the_parent_class_are_checked() -> None:
+    reg: Registry = Registry("thing")
+
+    class Base:
+        def __init__(self, parts: list, /, *, temp: float = 0.1) -> None:
+            self.parts, self.temp = parts, temp
+
+    @reg.register("child")
+    class Child(Base):
+        def __init__(self, size: int = 1, **rest: float) -> None:
+            super().__init__([size], **rest)
+
+    assert reg.build({"name": "child", "size": 2, "temp": 0.5}).temp == 0.5
+    with pytest.raises(ConfigError, match="no option 'tmp'.*Did you mean 'temp'.*Options: size, temp$"):
+        reg.build({"name": "child", "tmp": 0.5})
+    with pytest.raises(ConfigError, match="no option 'parts'"):  # positional-only: not an option
+        reg.build({"name": "child", "parts": []})

@@ -23,7 +23,7 @@ def add_labelled_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def labelled_options(args: argparse.Namespace) -> dict:
-    """The config fields these flags set (see ClassifyConfig / ClusterConfig)."""
+    """The `medmim.eval.labelled.LabelledOptions` fields these flags set."""
     return {"feature": args.feature, "image_key": args.image_key, "label_key": args.label_key,
             "class_names": args.class_names, "size": args.size, "recipe": args.recipe,
             "seed": args.seed, "device": args.device, "progress": not args.no_progress}

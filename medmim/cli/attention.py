@@ -22,6 +22,13 @@ def add_window_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-figures", type=int, default=8, help="PNG overlays written")
 
 
+def window_options(args: argparse.Namespace) -> dict:
+    """The `medmim.eval.attention.WindowOptions` fields that these and the encoder flags set."""
+    return {"split": args.split, "roi": args.roi, "whole": args.whole, "overlap": args.overlap,
+            "recipe": args.recipe, "seed": args.seed, "device": args.device,
+            "max_figures": args.max_figures}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_flags(parser)
     add_window_flags(parser)
@@ -30,11 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medmim.eval.attention import AttentionConfig, run_attention
 
-    cfg = AttentionConfig(
-        encoder=args.encoder, data=args.data, out=args.out, split=args.split, roi=args.roi,
-        whole=args.whole, overlap=args.overlap, recipe=args.recipe, seed=args.seed,
-        device=args.device, max_figures=args.max_figures,
-    )
+    cfg = AttentionConfig(encoder=args.encoder, data=args.data, out=args.out,
+                          **window_options(args))
     run_attention(cfg)
     print(f"wrote {args.out}/attention/*.nii.gz, figures and results.json")
     return 0

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medmim.eval.cluster import ClusterConfig, run_cluster
-    from medmim.eval.report import format_value
+    from medmim.eval.markdown import format_value
 
     cfg = ClusterConfig(split=args.split, projection=args.projection, n_neighbors=args.n_neighbors,
                         min_dist=args.min_dist, normalize=not args.no_normalize, n_clusters=args.k,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from medmim.cli.attention import add_window_flags
+from medmim.cli.attention import add_window_flags, window_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = LocalizeConfig(
         data=args.data, out=args.out, encoder=args.encoder, attention=args.attention,
-        mask_key=args.mask_key, split=args.split, percentile=args.percentile,
-        largest_component=args.largest_component, roi=args.roi, whole=args.whole,
-        overlap=args.overlap, recipe=args.recipe, seed=args.seed, device=args.device,
-        max_figures=args.max_figures,
+        mask_key=args.mask_key, percentile=args.percentile,
+        largest_component=args.largest_component, **window_options(args),
     )
     metrics = run_localize(cfg)
     d = metrics["localize/dice"]

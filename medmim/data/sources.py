@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from medmim.data.io import EXTENSIONS, extension, is_dicom_dir, is_dicom_file, load_volume
+from medmim.data.formats import EXTENSIONS, extension, is_dicom_dir, is_dicom_file
+from medmim.data.io import load_volume
 from medmim.errors import DataError, did_you_mean
 
 #: Folder name prefixes that hold segmentations, skipped when a folder is scanned.

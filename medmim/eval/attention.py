@@ -42,20 +42,28 @@ from medmim.errors import ConfigError
 from medmim.eval import overlays
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.report import write_results
-from medmim.eval.runtime import autocast, pick_device, resolve_recipe
+from medmim.eval.runtime import autocast, default_roi, pick_device, resolve_recipe
 from medmim.eval.volumes import Case, load_case, save_nifti, to_original
 from medmim.models.attention_maps import attention_to_volume
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AttentionConfig:
-    """Options of `medmim attention` (the CLI flags, same names)."""
+@dataclass(kw_only=True)
+class WindowOptions:
+    """How the maps are computed and shown: the options `medmim attention` and `medmim
+    localize` share (their flags: `medmim.cli.attention.add_window_flags`).
 
-    encoder: str
-    data: str
-    out: str
+    Attributes:
+        split: the datalist section.
+        roi: sliding-window size; None = the encoder's pretraining crop (`default_roi`).
+        whole: one pass over the whole preprocessed scan instead of windows.
+        overlap: sliding-window overlap.
+        recipe: a recipe preset instead of the encoder's.
+        seed, device: as everywhere.
+        max_figures: PNG overlays written.
+    """
+
     split: str = "training"
     roi: list[int] | None = None
     whole: bool = False
@@ -64,6 +72,15 @@ class AttentionConfig:
     seed: int = 0
     device: str = "auto"
     max_figures: int = 8
+
+
+@dataclass
+class AttentionConfig(WindowOptions):
+    """Options of `medmim attention` (the CLI flags, same names)."""
+
+    encoder: str
+    data: str
+    out: str
 
 
 def window_attention(encoder: nn.Module, x: Tensor) -> Tensor:
@@ -132,7 +149,7 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     encoder, meta = load_encoder_or_scratch(cfg.encoder, seed=cfg.seed, device=device)
     recipe = resolve_recipe(meta, cfg.recipe)
-    roi = None if cfg.whole else [int(r) for r in (cfg.roi or meta.get("crop_size") or [96] * 3)]
+    roi = None if cfg.whole else default_roi(cfg.roi, meta)
     rows, figures = [], []
     for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="attention", leave=False):
         case = load_case(record, recipe)

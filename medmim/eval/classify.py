@@ -32,13 +32,7 @@ from medmim.eval.encoders import (
     input_size,
     load_encoder_or_scratch,
 )
-from medmim.eval.labelled import (
-    LabelledSet,
-    VolumeDataset,
-    load_labelled,
-    rename_classes,
-    source_recipe,
-)
+from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset, load_for_encoder
 from medmim.eval.probe import ClassifierNet, FinetuneConfig, finetune, linear_probe, predict
 from medmim.eval.report import write_results
 from medmim.eval.runtime import pick_device
@@ -49,23 +43,15 @@ MODES = ("linear", "finetune")
 
 
 @dataclass
-class ClassifyConfig:
-    """Options of `medmim classify` (CLI flags of the same names)."""
+class ClassifyConfig(LabelledOptions):
+    """Options of `medmim classify` (CLI flags of the same names; the shared ones are
+    `LabelledOptions`')."""
 
     mode: str = "linear"
     folds: int = 5
     fractions: Sequence[float] = (1.0,)
     test_size: float = 0.2
-    feature: str = "auto"
-    size: Sequence[int] | None = None
-    recipe: str | None = None
-    image_key: str = "image"
-    label_key: str = "label"
-    class_names: Sequence[str] | None = None
     C: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
@@ -163,9 +149,7 @@ def run_classify(
     if cfg.mode not in MODES:
         raise ConfigError(f"--mode {cfg.mode}: choose one of {', '.join(MODES)}")
     model, meta = load_encoder_or_scratch(encoder, seed=cfg.seed, device=cfg.device)
-    recipe = source_recipe(data_path, meta, cfg.recipe)
-    data = load_labelled(data_path, recipe=recipe, image_key=cfg.image_key, label_key=cfg.label_key)
-    data = rename_classes(data, cfg.class_names)
+    data = load_for_encoder(data_path, meta, cfg)
     size = input_size(cfg.size, meta, data.shape)
     in_ch = int(meta.get("in_channels") or 1)
     splits = make_splits(data.labels, data.split, cfg.folds, cfg.fractions, cfg.test_size, cfg.seed)

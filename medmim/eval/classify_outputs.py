@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from medmim.eval.labelled import LabelledSet
+from medmim.eval.markdown import format_value, markdown_table
 from medmim.eval.metrics import CLASSIFICATION_METRICS, classification_metrics, mean_std, roc_curves
 from medmim.eval.plots import plot_fractions, plot_roc
-from medmim.eval.report import format_value, markdown_table
 from medmim.eval.splits import Split
 
 

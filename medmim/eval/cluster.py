@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import logging
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,11 @@ from medmim.eval.encoders import (
     input_size,
     load_encoder_or_scratch,
 )
-from medmim.eval.labelled import (
-    LabelledSet,
-    VolumeDataset,
-    load_labelled,
-    rename_classes,
-    source_recipe,
-)
+from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset, load_for_encoder
+from medmim.eval.markdown import format_value, markdown_table
 from medmim.eval.metrics import ClassDistances, class_distances, kmeans_scores, l2_normalize
 from medmim.eval.plots import plot_embedding
-from medmim.eval.report import format_value, markdown_table, write_results
+from medmim.eval.report import write_results
 from medmim.eval.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -54,25 +48,17 @@ PROJECTIONS = ("umap", "pca")
 
 
 @dataclass
-class ClusterConfig:
-    """Options of `medmim cluster` (CLI flags of the same names)."""
+class ClusterConfig(LabelledOptions):
+    """Options of `medmim cluster` (CLI flags of the same names; the shared ones are
+    `LabelledOptions`')."""
 
-    feature: str = "auto"
     split: str = "all"
-    size: Sequence[int] | None = None
-    recipe: str | None = None
-    image_key: str = "image"
-    label_key: str = "label"
-    class_names: Sequence[str] | None = None
     projection: str = "umap"
     n_neighbors: int = 15
     min_dist: float = 0.1
     normalize: bool = True
     n_clusters: int | None = None
     batch_size: int = 8
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
 
 
 def project_2d(
@@ -192,11 +178,7 @@ def run_cluster(
     cfg = cfg or ClusterConfig()
     cfg = replace(cfg, device=str(pick_device(cfg.device)))
     model, meta = load_encoder_or_scratch(encoder, seed=cfg.seed, device=cfg.device)
-    recipe = source_recipe(data_path, meta, cfg.recipe)
-    data = load_labelled(
-        data_path, recipe=recipe, split=cfg.split, image_key=cfg.image_key, label_key=cfg.label_key
-    )
-    data = rename_classes(data, cfg.class_names)
+    data = load_for_encoder(data_path, meta, cfg, cfg.split)
     if len(data) < 3:
         raise ConfigError(f"{data_path}: {len(data)} volume(s); clustering needs at least 3")
     size = input_size(cfg.size, meta, data.shape)

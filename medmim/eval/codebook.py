@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from medmim.eval.plots import save_figure  # noqa: E402
 from medmim.models.tokenizer import SoftVQTokenizer, to_tokenizer_range  # noqa: E402
 
 
@@ -108,9 +109,4 @@ def plot_codebook_usage(
     )
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

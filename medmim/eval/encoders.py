@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from medmim.errors import ConfigError, DataError, did_you_mean
+from medmim.eval.slice_first import slice_first_view
 from medmim.registry import BACKBONES
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ def load_encoder_or_scratch(
     Returns:
         `(model, meta)`: meta is the encoder.json dict ("backbone", "method", "recipe",
         "crop_size", "in_channels", ...) plus "pretrained" (bool); for scratch, method="scratch".
+        An export with `"slice_first": true` (PUMIT) comes wrapped to take (X, Y, Z) volumes,
+        its crop_size reordered to match (`medmim.eval.slice_first`).
 
     Raises:
         ConfigError: an unknown preset or a bare `scratch` without a reference.
@@ -136,6 +139,7 @@ def load_encoder_or_scratch(
         _sidecar(spec)
         model, meta = load_encoder(spec)
         meta = {**meta, "pretrained": True}
+    model, meta = slice_first_view(model, meta)
     log.info("encoder %s: %s (%s)", spec, meta["backbone"].get("name"), meta.get("method"))
     return model.to(device).eval(), meta
 

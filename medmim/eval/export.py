@@ -1,7 +1,10 @@
 """Export a run's encoder as `encoder.safetensors` + `encoder.json`, and load it back.
 
 The export reads only "encoder", "encoder_config", "config" (data.recipe, data.crop_size,
-method.name), "medmim_version" and "step" from a checkpoint, so it works for every method.
+data.mode, method.name), "medmim_version" and "step" from a checkpoint, so it works for every
+method. A `data.mode=native` run (PUMIT) trained on crops with the slice axis first: its
+encoder.json says `"slice_first": true`, its crop_size is (D, H, W) in that order and its
+spacing is null; the downstream loader adapts it (`medmim.eval.slice_first`).
 
 A `pumit_tokenizer` run's "encoder" is its PUMIT tokenizer (a `TOKENIZERS` spec, not a
 backbone): it is exported the same way, as a shareable artefact that stage 2 loads
@@ -144,6 +147,7 @@ def encoder_meta(model: nn.Module, ckpt: Mapping[str, Any]) -> dict[str, Any]:
         "recipe": recipe,
         "in_channels": model.config.get("in_channels", 1),
         "crop_size": data.get("crop_size"),
+        "slice_first": data.get("mode") == "native",
         "step": ckpt.get("step"),
     }
     if hasattr(model, "swinunetr_kwargs"):

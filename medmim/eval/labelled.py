@@ -182,6 +182,42 @@ def load_labelled(
     raise DataError(path, f"unsupported extension '{path.suffix}'; give a .csv or a MedMNIST .npz")
 
 
+@dataclass
+class LabelledOptions:
+    """How labelled volumes reach the encoder: the options `medmim classify` and `medmim
+    cluster` share (their flags: `medmim.cli._labelled_args`).
+
+    Attributes:
+        feature: the embedding (`medmim.eval.encoders`: auto, cls, pooled, patch_mean).
+        size: (D, H, W) the volumes are resized to; None = the encoder's crop size.
+        recipe: a recipe preset for CSV volumes instead of the encoder's.
+        image_key, label_key: the CSV columns.
+        class_names: names of classes 0..K-1.
+        seed, device, progress: as everywhere.
+    """
+
+    feature: str = "auto"
+    size: Sequence[int] | None = None
+    recipe: str | None = None
+    image_key: str = "image"
+    label_key: str = "label"
+    class_names: Sequence[str] | None = None
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+def load_for_encoder(
+    source: str | Path, meta: dict[str, Any], opts: LabelledOptions, split: str = "all"
+) -> LabelledSet:
+    """`load_labelled` with the encoder's recipe (`source_recipe`) and `opts`' keys and names."""
+    recipe = source_recipe(source, meta, opts.recipe)
+    data = load_labelled(
+        source, recipe=recipe, split=split, image_key=opts.image_key, label_key=opts.label_key
+    )
+    return rename_classes(data, opts.class_names)
+
+
 def rename_classes(data: LabelledSet, names: Sequence[str] | None) -> LabelledSet:
     """Give the classes readable names (e.g. a MedMNIST npz holds only 0..K-1), in index order."""
     if not names:

@@ -36,16 +36,16 @@ from medmim.data.io import load_volume
 from medmim.data.sources import resolve_source
 from medmim.errors import ConfigError, DataError
 from medmim.eval import overlays
-from medmim.eval.attention import case_attention
+from medmim.eval.attention import WindowOptions, case_attention
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.metrics import mean_std
 from medmim.eval.report import write_results
-from medmim.eval.runtime import pick_device, resolve_recipe
+from medmim.eval.runtime import default_roi, pick_device, resolve_recipe
 from medmim.eval.volumes import Case, load_case, mask_path, save_nifti
 
 
 @dataclass
-class LocalizeConfig:
+class LocalizeConfig(WindowOptions):
     """Options of `medmim localize` (the CLI flags, same names)."""
 
     data: str
@@ -53,16 +53,8 @@ class LocalizeConfig:
     encoder: str | None = None
     attention: str | None = None
     mask_key: str = "label"
-    split: str = "training"
     percentile: float = 90.0
     largest_component: bool = False
-    roi: list[int] | None = None
-    whole: bool = False
-    overlap: float = 0.5
-    recipe: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    max_figures: int = 8
 
 
 def threshold_attention(attn: np.ndarray, percentile: float = 90.0,
@@ -148,7 +140,7 @@ def run_localize(cfg: LocalizeConfig) -> dict[str, Any]:
     encoder, meta, who = _attention_source(cfg, device)
     recipe = resolve_recipe(meta, cfg.recipe)
     if encoder is not None and not cfg.whole and cfg.roi is None:
-        cfg = dataclasses.replace(cfg, roi=list(meta.get("crop_size") or [96, 96, 96]))
+        cfg = dataclasses.replace(cfg, roi=default_roi(None, meta))
     base = Path(cfg.data).parent
     rows, figures = [], []
     for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="localize", leave=False):

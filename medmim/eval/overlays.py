@@ -17,16 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from medmim.eval.plots import save_figure  # noqa: E402
+
 PLANES = ("sagittal", "coronal", "axial")
-
-
-def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+DPI = 110
 
 
 def plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -63,7 +57,7 @@ def segmentation_overlays(items: Sequence[tuple[str, np.ndarray, np.ndarray, np.
                 sl = plane(lab, 2, k).astype(float)
                 ax.imshow(np.ma.masked_where(sl == 0, sl - 1), cmap=cmap, origin="lower",
                           alpha=0.5, vmin=0, vmax=max(num_classes - 2, 1), interpolation="nearest")
-    return save_figure(fig, path)
+    return save_figure(fig, path, DPI)
 
 
 def three_planes(image: np.ndarray, heat: np.ndarray, path: str | Path, title: str = "",
@@ -94,7 +88,7 @@ def three_planes(image: np.ndarray, heat: np.ndarray, path: str | Path, title: s
             ax.contour(plane(contour, axis, center[axis]).astype(float), levels=[0.5], colors="r",
                        linewidths=0.8)
     fig.suptitle(title, fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(fig, path, DPI)
 
 
 def reconstruction_grid(rows: Sequence[dict[str, np.ndarray]], path: str | Path,
@@ -115,7 +109,7 @@ def reconstruction_grid(rows: Sequence[dict[str, np.ndarray]], path: str | Path,
             ax.imshow(plane(vol, 2, k), cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
             ax.set_title(f"{name} #{r}", fontsize=8)
             ax.axis("off")
-    return save_figure(fig, path)
+    return save_figure(fig, path, DPI)
 
 
 def loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | Path,
@@ -125,4 +119,4 @@ def loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | Path,
     ax.plot(list(steps), list(losses), lw=1)
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return save_figure(fig, path, DPI)

@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write (creating the folder) and close `fig`; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -37,7 +38,7 @@ def plot_roc(
         ylim=(0, 1.01),
     )
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fractions(
@@ -54,7 +55,7 @@ def plot_fractions(
     ax.set(xlabel="training data (%)", ylabel=ylabel, xticks=x, title="limited-data study")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_embedding(
@@ -69,4 +70,4 @@ def plot_embedding(
             ax.scatter(coords[sel, 0], coords[sel, 1], s=8, color=cmap(c % cmap.N), label=name)
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,6 +24,12 @@ def pick_device(name: str = "auto") -> torch.device:
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA; fp32 elsewhere (bf16 on CPU is not faster, cpu-and-monai notes)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def default_roi(roi: Sequence[int] | None, meta: dict[str, Any]) -> list[int]:
+    """The sliding-window / training ROI: `--roi`, else the encoder's pretraining crop
+    (`crop_size` of its encoder.json, the field of view it learned), else 96^3."""
+    return [int(r) for r in (roi or meta.get("crop_size") or [96, 96, 96])]
 
 
 def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]:

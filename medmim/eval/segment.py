@@ -39,7 +39,7 @@ from medmim.errors import ConfigError
 from medmim.eval import overlays, segment_data, segment_eval
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.report import write_results
-from medmim.eval.runtime import autocast, pick_device, resolve_recipe
+from medmim.eval.runtime import autocast, default_roi, pick_device, resolve_recipe
 from medmim.models.decoders import default_decoder
 from medmim.registry import DECODERS
 from medmim.schedules import warmup_cosine
@@ -76,7 +76,7 @@ class SegmentConfig:
 
 def resolve_roi(cfg: SegmentConfig, meta: dict[str, Any], decoder: str) -> list[int]:
     """The training / sliding-window ROI, checked against what the decoder can take."""
-    roi = [int(r) for r in (cfg.roi or meta.get("crop_size") or [96, 96, 96])]
+    roi = default_roi(cfg.roi, meta)
     if decoder == "swin_unetr" and any(r % 32 or r < 64 for r in roi):
         raise ConfigError(f"--roi {','.join(map(str, roi))}: swin_unetr needs sides that are "
                           "multiples of 32 and at least 64 (e.g. 64,64,64 or 96,96,96)")

@@ -27,7 +27,8 @@ from monai.data import MetaTensor
 from monai.transforms import SpatialResample
 from torch import Tensor
 
-from medmim.data.io import EXTENSIONS, extension, load_volume, spacing_of
+from medmim.data.formats import EXTENSIONS, extension
+from medmim.data.io import load_volume, spacing_of
 from medmim.data.preprocess import check_recipe, preprocess
 from medmim.data.sources import Record
 from medmim.errors import DataError

@@ -30,6 +30,8 @@ from torch import Tensor
 
 from medmim.errors import ConfigError, did_you_mean
 from medmim.masking.utils import (
+    Grid,
+    Masker,
     check_grid,
     check_ratio,
     check_rounding,
@@ -44,7 +46,7 @@ from medmim.types import MaskOutput
 HINT_MODES = ("paper", "code", "none")
 
 
-class _AttentionMasker:
+class _AttentionMasker(Masker):
     """Shared options of the attention-guided maskers (see the module docstring)."""
 
     descending: bool = True
@@ -142,28 +144,17 @@ class HighAttentionMasker(_AttentionMasker):
                 f"({ratio}) in hints='paper' mode (SMART: s < r)"
             )
 
-    def __call__(
+    def draw(
         self,
-        grid: Sequence[int],
+        grid: Grid,
         batch_size: int,
-        *,
-        attn: Tensor | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attn: Tensor | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> MaskOutput:
-        """Mask the top-attended tokens of every sample.
-
-        Args:
-            grid: (d, h, w) masking grid.
-            batch_size: B.
-            attn: (B, N) attention scores, N = d*h*w (required).
-            device: where the mask lives (default: `attn`'s device).
-            generator: optional torch.Generator for the random parts (ratio, gate, code hints).
-
-        Returns:
-            MaskOutput: `mask` (B, d, h, w) bool; `hints` (B, d, h, w) bool, the revealed tokens
-            (all False for hints="none"); `ratio` the r used for this batch.
-        """
+        """Mask the top-attended tokens of every sample (`attn` required; `generator` draws the
+        random parts: ratio, gate, code hints). `hints` are the revealed tokens (all False for
+        hints="none"); `ratio` is the r of this batch."""
         scores = self._scores(grid, batch_size, attn)
         n = scores.shape[1]
         r = self.draw_ratio(generator)
@@ -183,8 +174,7 @@ class HighAttentionMasker(_AttentionMasker):
         top = self._gate(top, generator)
         hints = shown & top
         mask = top & ~shown
-        device = device if device is not None else attn.device
-        shape = (batch_size, *check_grid(grid))
+        shape = (batch_size, *grid)
         return MaskOutput(
             mask=mask.view(shape).to(device), hints=hints.view(shape).to(device), ratio=r
         )
@@ -240,23 +230,19 @@ class LowAttentionMasker(_AttentionMasker):
     ) -> None:
         super().__init__(ratio, rounding, ratio_range, masking_prob)
 
-    def __call__(
+    def draw(
         self,
-        grid: Sequence[int],
+        grid: Grid,
         batch_size: int,
-        *,
-        attn: Tensor | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attn: Tensor | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> MaskOutput:
-        """Mask the bottom-attended tokens of every sample (arguments as HighAttentionMasker)."""
+        """Mask the bottom-attended tokens of every sample (`attn` required)."""
         scores = self._scores(grid, batch_size, attn)
         r = self.draw_ratio(generator)
         ranks = ranks_of(scores, descending=False)
         mask = self._gate(
             rank_mask(ranks, 0, num_masked(r, scores.shape[1], self.rounding)), generator
         )
-        device = device if device is not None else attn.device
-        return MaskOutput(
-            mask=mask.view(batch_size, *check_grid(grid)).to(device), hints=None, ratio=r
-        )
+        return MaskOutput(mask=mask.view(batch_size, *grid).to(device), hints=None, ratio=r)

@@ -34,13 +34,13 @@ import torch
 from torch import Tensor
 
 from medmim.errors import ConfigError
-from medmim.masking.utils import check_grid, check_ratio
+from medmim.masking.utils import Grid, Masker, check_ratio
 from medmim.registry import MASKERS
 from medmim.types import MaskOutput
 
 
 @MASKERS.register("blockwise")
-class BlockwiseMasker:
+class BlockwiseMasker(Masker):
     """Mask random 3D cuboids until `int(ratio * N)` cells are covered (iBOT, 3D).
 
     Args:
@@ -100,28 +100,16 @@ class BlockwiseMasker:
             return 0.0
         return rng.uniform(*self.ratio_range)
 
-    def __call__(
+    def draw(
         self,
-        grid: Sequence[int],
+        grid: Grid,
         batch_size: int,
-        *,
-        attn: Tensor | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attn: Tensor | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> MaskOutput:
-        """Draw one block mask per sample (on the CPU, then moved to `device`).
-
-        Args:
-            grid: (d, h, w) masking grid.
-            batch_size: B.
-            attn: ignored (masker contract).
-            device: where the mask lives.
-            generator: optional torch.Generator; seeds a Python RNG, so masks are reproducible.
-
-        Returns:
-            MaskOutput with `mask` (B, d, h, w) bool and `ratio` the mean ratio asked for.
-        """
-        grid = check_grid(grid)
+        """One block mask per sample, drawn on the CPU by a Python RNG that `generator` seeds,
+        then moved to `device`; `ratio` is the mean ratio asked for (`attn` is ignored)."""
         seed = int(
             torch.randint(
                 0, 2**62, (1,), generator=generator, device=generator.device if generator else None
@@ -134,7 +122,6 @@ class BlockwiseMasker:
             if batch_size
             else np.zeros((0, *grid), bool)
         )
-        device = device if device is not None else (attn.device if attn is not None else None)
         mask = torch.from_numpy(masks).to(device)
         return MaskOutput(mask=mask, hints=None, ratio=float(np.mean(ratios)) if ratios else 0.0)
 

@@ -12,13 +12,21 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from medmim.masking.utils import check_grid, check_ratio, check_rounding, num_masked, random_cells
+from medmim.masking.utils import (
+    Grid,
+    Masker,
+    check_grid,
+    check_ratio,
+    check_rounding,
+    num_masked,
+    random_cells,
+)
 from medmim.registry import MASKERS
 from medmim.types import MaskOutput
 
 
 @MASKERS.register("random")
-class RandomMasker:
+class RandomMasker(Masker):
     """Mask exactly `num_masked(ratio, d*h*w, rounding)` uniformly random cells per sample.
 
     SMIT eq. 1's mask m: a random binary vector with a fixed number of ones.
@@ -43,29 +51,16 @@ class RandomMasker:
         d, h, w = check_grid(grid)
         return num_masked(self.ratio, d * h * w, self.rounding)
 
-    def __call__(
+    def draw(
         self,
-        grid: Sequence[int],
+        grid: Grid,
         batch_size: int,
-        *,
-        attn: Tensor | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        attn: Tensor | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> MaskOutput:
-        """Draw one mask per sample.
-
-        Args:
-            grid: (d, h, w) masking grid.
-            batch_size: B.
-            attn: ignored (part of the masker contract).
-            device: where the mask lives (default: CPU, or `attn`'s device).
-            generator: optional torch.Generator for reproducible masks.
-
-        Returns:
-            MaskOutput with `mask` (B, d, h, w) bool, `hints` None, `ratio` = `self.ratio`.
-        """
-        d, h, w = check_grid(grid)
-        device = device if device is not None else (attn.device if attn is not None else None)
+        """One mask per sample; `hints` None, `ratio` = `self.ratio` (`attn` is ignored)."""
+        d, h, w = grid
         k = num_masked(self.ratio, d * h * w, self.rounding)
         mask = random_cells(batch_size, d * h * w, k, generator, device)
         return MaskOutput(mask=mask.view(batch_size, d, h, w), hints=None, ratio=self.ratio)

@@ -1,4 +1,5 @@
-"""Small helpers shared by the maskers: counts, grid checks, random draws, upsampling.
+"""Small helpers shared by the maskers: the `Masker` base (the call contract), counts, grid
+checks, random draws, upsampling.
 
 A mask lives on the *masking grid* (d, h, w) as a bool tensor (B, d, h, w), True = masked
 (medmim.types.MaskOutput). A backbone whose token grid is finer than the masking grid (Swin's
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from medmim.errors import ConfigError, did_you_mean
+from medmim.types import MaskOutput
 
 Grid = tuple[int, int, int]
 
@@ -29,6 +31,50 @@ def check_grid(grid: Sequence[int]) -> Grid:
     if len(grid) != 3 or any(g < 1 for g in grid):
         raise ValueError(f"a masking grid is three positive sizes (d, h, w), got {grid}")
     return grid  # type: ignore[return-value]
+
+
+class Masker:
+    """Base of the maskers: the contract's call checks the grid, picks the device and `draw`s.
+
+    `masker(grid, batch_size, *, attn=None, device=None, generator=None) -> MaskOutput`; a
+    subclass implements `draw` with the same arguments, `grid` already checked.
+    """
+
+    def __call__(
+        self,
+        grid: Sequence[int],
+        batch_size: int,
+        *,
+        attn: Tensor | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MaskOutput:
+        """Draw the masks of one view of a batch.
+
+        Args:
+            grid: (d, h, w) masking grid.
+            batch_size: B.
+            attn: (B, N) [CLS] -> patch attention, N = d*h*w (row-major): required by the
+                attention-guided maskers, ignored by the others.
+            device: where the masks live (default: `attn`'s device, else the CPU).
+            generator: optional torch.Generator; the same seed gives the same masks.
+
+        Returns:
+            MaskOutput: `mask` (B, d, h, w) bool, `hints` (B, d, h, w) bool or None, `ratio`.
+        """
+        device = device if device is not None else (attn.device if attn is not None else None)
+        return self.draw(check_grid(grid), batch_size, attn, device, generator)
+
+    def draw(
+        self,
+        grid: Grid,
+        batch_size: int,
+        attn: Tensor | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
+    ) -> MaskOutput:
+        """The masks (see `__call__`); implemented by each masker."""
+        raise NotImplementedError
 
 
 def check_ratio(ratio: float, name: str = "ratio", *, high: float = 1.0) -> float:

@@ -3,10 +3,11 @@
 - `backbone_with`: a backbone build spec with a method's ablation switches written in (e.g.
   SMART's `sa_stage`), refusing a switch the backbone does not have or a clash with the model
   section, so a switch never passes silently.
-- `SelfDistillation`: the student (backbone + heads + student-only parts such as the MIP head),
-  its EMA teacher (backbone + heads, a copy at step 0, updated after each optimizer step with
-  momentum 0.996 -> 1 on a cosine per iteration), one `DistillationLoss` (own centre) per token
-  family, the two views concatenated into one batch, and the loss bookkeeping.
+- `SelfDistillation`: the student (backbone + projection heads + student-only parts such as the
+  MIP head), its EMA teacher (backbone + heads, a copy at step 0, updated after each optimizer
+  step with momentum 0.996 -> 1 on a cosine per iteration), one `DistillationLoss` (own centre)
+  per token family, the two views concatenated into one batch, and the loss bookkeeping; it
+  owns the options (and defaults) of the heads, temperatures and EMA that the methods share.
 
 The views of a batch run as one concatenated batch (V*B, C, D, H, W) through each network: view
 v is rows [v*B, (v+1)*B). `chunk(V)` splits any per-row result back into views.
@@ -108,37 +109,55 @@ class LossTerms:
 class SelfDistillation(PretrainMethod):
     """Student/teacher pair with projection heads, EMA update and centred distillation losses.
 
+    The keyword options after `context` are those every self-distillation method shares, with
+    the defaults of SMIT / SMART / iBOT; a method's `__init__` takes its own options and passes
+    `**distill` on, which `METHODS.build` checks against these names.
+
     Args:
         backbone: the student backbone (the teacher gets a copy).
-        heads: projection heads shared in structure by student and teacher (copied to the teacher).
+        heads: name -> (input width, share_last_layer) of each `ProjectionHead`, built here and
+            copied to the teacher.
         student_only: student parts the teacher does not need (the MIP head).
         families: token families, each with its own `DistillationLoss` and centre.
-        out_dim: K of the heads.
         context: run facts (steps per epoch, total steps).
-        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs,
-            center_momentum: `DistillationLoss` options; the warm-up is given in epochs.
-        momentum_start, momentum_end: the teacher's EMA momentum schedule (cosine, per step).
+        out_dim, hidden_dim, bottleneck_dim, norm_last_layer: the projection heads (K = 8192,
+            2048, 256, frozen weight-norm magnitude).
+        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
+            tau_t 0.04 -> 0.07 over 30 epochs (`DistillationLoss`; the warm-up in epochs).
+        center_momentum: 0.9.
+        momentum_start, momentum_end: the teacher's EMA momentum, cosine 0.996 -> 1 per step.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        heads: Mapping[str, nn.Module],
+        heads: Mapping[str, tuple[int, bool]],
         student_only: Mapping[str, nn.Module],
         families: tuple[str, ...],
-        out_dim: int,
         context: TrainContext | None,
-        student_temp: float,
-        teacher_temp: float,
-        warmup_teacher_temp: float,
-        teacher_temp_warmup_epochs: float,
-        center_momentum: float,
-        momentum_start: float,
-        momentum_end: float,
+        /,
+        *,
+        out_dim: int = 8192,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        norm_last_layer: bool = True,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp_warmup_epochs: float = 30.0,
+        center_momentum: float = 0.9,
+        momentum_start: float = 0.996,
+        momentum_end: float = 1.0,
     ) -> None:
         super().__init__(context)
-        self.student = nn.ModuleDict({"backbone": backbone, **heads, **student_only})
-        self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **heads}))
+        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
+                "norm_last_layer": norm_last_layer}
+        projections = {
+            name: ProjectionHead(in_dim, share_last_layer=share, **head)
+            for name, (in_dim, share) in heads.items()
+        }
+        self.student = nn.ModuleDict({"backbone": backbone, **projections, **student_only})
+        self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **projections}))
         warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
         self.losses = nn.ModuleDict(
             {
@@ -208,11 +227,6 @@ def mip_heads(backbone: nn.Module) -> dict[str, nn.Module]:
     """The student-only (A)MIP head: bottleneck -> voxels (1x1x1 conv + pixel shuffle)."""
     dims = backbone.feature_dims
     return {"mip": MIPHead(dims["bottleneck"], backbone.in_channels, backbone.bottleneck_stride)}
-
-
-def projection_head(in_dim: int, head: Mapping[str, Any], share_last_layer: bool = False) -> ProjectionHead:
-    """A `ProjectionHead` from the method's head options (out_dim, hidden_dim, ...)."""
-    return ProjectionHead(in_dim, share_last_layer=share_last_layer, **head)
 
 
 def masked_reconstruction(

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from medmim.errors import ConfigError
-from medmim.methods._common import LossTerms, SelfDistillation, projection_head, views_of, visuals
+from medmim.methods._common import LossTerms, SelfDistillation, views_of, visuals
 from medmim.registry import BACKBONES, MASKERS, METHODS
 from medmim.types import StepOutput, TrainContext
 
@@ -44,13 +44,11 @@ class IBOT(SelfDistillation):
         masker: MASKERS spec of the student's masks (default: iBOT's 3D block-wise recipe).
         global_token: "cls" or "pooled", the token of the cross-view loss.
         l_cls, l_patch: loss weights (1, 1); 0 turns a loss off.
-        out_dim, hidden_dim, bottleneck_dim: projection head (8192, 2048, 256).
         share_last_layer: one last layer for [CLS] and patch tokens (True, iBOT).
         norm_last_layer: freeze the weight-norm magnitude (False, iBOT ViT-S recipe).
-        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
-            tau_t 0.04 -> 0.07 over 30 epochs (iBOT uses the same for the patch tokens).
-        center_momentum: 0.9.
-        momentum_start, momentum_end: EMA momentum, cosine 0.996 -> 1 per step.
+        **distill: projection head (8192, 2048, 256), temperatures (tau_s 0.1, tau_t 0.04 ->
+            0.07 over 30 epochs; iBOT uses the same for the patch tokens), centre momentum 0.9
+            and EMA momentum (cosine 0.996 -> 1): see `medmim.methods._common.SelfDistillation`.
     """
 
     method_name = "ibot"
@@ -64,18 +62,9 @@ class IBOT(SelfDistillation):
         global_token: str = "cls",
         l_cls: float = 1.0,
         l_patch: float = 1.0,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
         share_last_layer: bool = True,
         norm_last_layer: bool = False,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.07,
-        warmup_teacher_temp: float = 0.04,
-        teacher_temp_warmup_epochs: float = 30.0,
-        center_momentum: float = 0.9,
-        momentum_start: float = 0.996,
-        momentum_end: float = 1.0,
+        **distill: Any,
     ) -> None:
         net = BACKBONES.build(dict(backbone))
         dims = net.feature_dims
@@ -87,12 +76,9 @@ class IBOT(SelfDistillation):
                 f"patch tokens ({dims['patch']}) share one head; use global_token=cls or a backbone whose "
                 f"pool_stage equals its sa_stage"
             )
-        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
-                "norm_last_layer": norm_last_layer}
-        heads = {"head": projection_head(dims["patch"], head, share_last_layer=share_last_layer)}
+        heads = {"head": (dims["patch"], share_last_layer)}
         super().__init__(
-            net, heads, {}, ("cls", "patch"), out_dim, context, student_temp, teacher_temp,
-            warmup_teacher_temp, teacher_temp_warmup_epochs, center_momentum, momentum_start, momentum_end,
+            net, heads, {}, ("cls", "patch"), context, norm_last_layer=norm_last_layer, **distill
         )
         self.global_token = global_token
         self.weights = {"cls": float(l_cls), "patch": float(l_patch)}

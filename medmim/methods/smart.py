@@ -60,7 +60,6 @@ from medmim.methods._common import (
     has_attention,
     masked_reconstruction,
     mip_heads,
-    projection_head,
     views_of,
     visuals,
 )
@@ -87,12 +86,10 @@ class SMART(SelfDistillation):
         gitd_stage: Swin stage whose tokens are pooled for GITD (paper 4, code 3); None = the
             backbone's `pool_stage`.
         l_amip, l_ampd, l_aitd, l_gitd: loss weights (1, 0.1, 0.1, 0.1); 0 turns a loss off.
-        out_dim, hidden_dim, bottleneck_dim, norm_last_layer: projection head (8192, 2048, 256,
-            frozen weight-norm magnitude).
-        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
-            tau_t 0.04 -> 0.07 over 30 epochs.
-        center_momentum: 0.9.
-        momentum_start, momentum_end: EMA momentum, cosine 0.996 -> 1 per step.
+        **distill: projection heads, temperatures, centre and EMA momentum, with the paper's
+            values as defaults (K 8192, hidden 2048, bottleneck 256, frozen weight-norm
+            magnitude; tau_s 0.1, tau_t 0.04 -> 0.07 over 30 epochs; centre momentum 0.9; EMA
+            0.996 -> 1): see `medmim.methods._common.SelfDistillation`.
     """
 
     method_name = "smart"
@@ -115,32 +112,17 @@ class SMART(SelfDistillation):
         l_ampd: float = 0.1,
         l_aitd: float = 0.1,
         l_gitd: float = 0.1,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        norm_last_layer: bool = True,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.07,
-        warmup_teacher_temp: float = 0.04,
-        teacher_temp_warmup_epochs: float = 30.0,
-        center_momentum: float = 0.9,
-        momentum_start: float = 0.996,
-        momentum_end: float = 1.0,
+        **distill: Any,
     ) -> None:
         net = self._build_backbone(backbone, semantic_attention, sa_stage, gitd_stage)
         attention = has_attention(net)
-        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
-                "norm_last_layer": norm_last_layer}
         dims = net.feature_dims
-        heads: dict[str, nn.Module] = {
-            "head": projection_head(dims["patch"], head),  # SA [CLS] and patch tokens
-            "head_pooled": projection_head(dims["pooled"], head, share_last_layer=True),
+        heads = {
+            "head": (dims["patch"], False),  # SA [CLS] and patch tokens
+            "head_pooled": (dims["pooled"], True),
         }
         families = ("patch", "cls", "pooled") if attention else ("patch", "pooled")
-        super().__init__(
-            net, heads, mip_heads(net), families, out_dim, context, student_temp, teacher_temp,
-            warmup_teacher_temp, teacher_temp_warmup_epochs, center_momentum, momentum_start, momentum_end,
-        )
+        super().__init__(net, heads, mip_heads(net), families, context, **distill)
         self.weights = {"amip": float(l_amip), "ampd": float(l_ampd),
                         "aitd": float(l_aitd) if attention else 0.0, "gitd": float(l_gitd)}
         if not any(self.weights.values()):

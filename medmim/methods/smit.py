@@ -37,7 +37,6 @@ from medmim.methods._common import (
     backbone_with,
     masked_reconstruction,
     mip_heads,
-    projection_head,
     views_of,
     visuals,
 )
@@ -56,11 +55,9 @@ class SMIT(SelfDistillation):
         rounding: "ceil" (code: ceil(0.7 * 216) = 152), "floor" or "round".
         pool_stage: Swin stage pooled into the ITD token (3, code; 4 = after stage 4).
         l_mip, l_mpd, l_itd: loss weights (1, 0.1, 0.1); 0 turns a loss off.
-        out_dim, hidden_dim, bottleneck_dim, norm_last_layer: projection heads (8192, 2048, 256).
-        student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
-            tau_t 0.04 -> 0.07 over 30 epochs.
-        center_momentum: 0.9.
-        momentum_start, momentum_end: EMA momentum, cosine 0.996 -> 1 per step.
+        **distill: projection heads (8192, 2048, 256), temperatures (tau_s 0.1, tau_t 0.04 ->
+            0.07 over 30 epochs), centre momentum 0.9 and EMA momentum (cosine 0.996 -> 1):
+            see `medmim.methods._common.SelfDistillation`.
     """
 
     method_name = "smit"
@@ -75,34 +72,16 @@ class SMIT(SelfDistillation):
         l_mip: float = 1.0,
         l_mpd: float = 0.1,
         l_itd: float = 0.1,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        norm_last_layer: bool = True,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.07,
-        warmup_teacher_temp: float = 0.04,
-        teacher_temp_warmup_epochs: float = 30.0,
-        center_momentum: float = 0.9,
-        momentum_start: float = 0.996,
-        momentum_end: float = 1.0,
+        **distill: Any,
     ) -> None:
         if backbone.get("sa_depth", 0) != 0:
             raise ConfigError(f"SMIT has no semantic-attention block; remove model.sa_depth={backbone['sa_depth']}")
         switches = {"pool_stage": ("pool_stage", pool_stage), "sa_depth": ("sa_depth", 0)}
         spec = backbone_with(backbone, self.method_name, switches, "SMIT needs a Swin backbone (e.g. swin_smit).")
         net = BACKBONES.build(spec)
-        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
-                "norm_last_layer": norm_last_layer}
         dims = net.feature_dims
-        heads = {
-            "head_patch": projection_head(dims["patch"], head, share_last_layer=True),
-            "head_global": projection_head(dims["pooled"], head, share_last_layer=True),
-        }
-        super().__init__(
-            net, heads, mip_heads(net), ("patch", "global"), out_dim, context, student_temp, teacher_temp,
-            warmup_teacher_temp, teacher_temp_warmup_epochs, center_momentum, momentum_start, momentum_end,
-        )
+        heads = {"head_patch": (dims["patch"], True), "head_global": (dims["pooled"], True)}
+        super().__init__(net, heads, mip_heads(net), ("patch", "global"), context, **distill)
         self.weights = {"mip": float(l_mip), "mpd": float(l_mpd), "itd": float(l_itd)}
         if not any(self.weights.values()):
             raise ConfigError("method 'smit': every loss weight (l_mip, l_mpd, l_itd) is 0")

@@ -12,7 +12,9 @@ Two decoders, registered in `DECODERS`:
 - `unetr`: UNETR's decoder (Hatamizadeh et al. 2022) on a plain 3D ViT: intermediate token maps
   are projected and upsampled with `UnetrPrUpBlock`, the last one is decoded with
   `UnetrUpBlock`s and a `UnetOutBlock` gives the logits. Generalised from patch 16 (4
-  upsamplings) to any power-of-two patch size.
+  upsamplings) to any power-of-two patch size. PUMIT's universal ViT fits as it is: its
+  `features` are its per-block maps, and downstream it runs at DA 0 (cubic 16^3 patches; see
+  `medmim.eval.slice_first`).
 
 Both take the encoder instance (`DECODERS.build({"name": ..., "out_channels": C},
 encoder=enc)`) and return a module mapping `(B, C_in, D, H, W)` to logits `(B, C, D, H, W)`.

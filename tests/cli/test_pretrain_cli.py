@@ -21,17 +21,12 @@ def preset(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_pretrain_command_trains_and_refuses_to_overwrite(preset: Path, capsys) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["pretrain", "--config", str(preset), "name=cli", "train.max_steps=2"]) == 0
-        assert "run directory:" in capsys.readouterr().out
-        ckpt = torch.load(preset.parent / "runs" / "cli" / "checkpoints" / "last.ckpt", weights_only=True)
-        assert ckpt["step"] == 2 and ckpt["config"]["train"]["max_steps"] == 2
-        assert main(["pretrain", "--config", str(preset), "name=cli"]) == 2
-        assert "already holds a run; pass resume=true" in capsys.readouterr().err
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["pretrain", "--config", str(preset), "name=cli", "train.max_steps=2"]) == 0
+    assert "run directory:" in capsys.readouterr().out
+    ckpt = torch.load(preset.parent / "runs" / "cli" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["config"]["train"]["max_steps"] == 2
+    assert main(["pretrain", "--config", str(preset), "name=cli"]) == 2
+    assert "already holds a run; pass resume=true" in capsys.readouterr().err
 
 
 def test_pretrain_print_config_and_bad_override(preset: Path, capsys) -> None:

@@ -39,14 +39,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "images"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical resume, and no gain from threads at this size
-    yield
-    torch.set_num_threads(threads)
-
-
 def pretrain(images: Path, root: Path, preset: str, *overrides: str) -> int:
     args = [f"data.source={images}", f"output_dir={root}", *TINY, *overrides]
     return main(["pretrain", "--config", preset, *args])

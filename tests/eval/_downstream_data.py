@@ -1,4 +1,4 @@
-"""Tiny labelled scans and exported encoders for the segment / attention / localize tests.
+"""Tiny labelled scans, checkpoints and exported encoders for the downstream and export tests.
 
 The fixtures built from these live in `tests/eval/conftest.py`."""
 
@@ -9,13 +9,22 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from safetensors.torch import save_file
 
+from medmim import __version__
 from medmim.registry import BACKBONES
 
 TINY_SWIN = {"name": "swin", "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [3, 3, 3, 3]}
 TINY_VIT = {"name": "vit", "embed_dim": 24, "depth": 2, "num_heads": 2, "patch_size": 8,
             "pos_grid": [4, 4, 4]}
+#: A tiny PUMIT universal ViT (patch 16, 2 blocks) whose position table fits 16x32x32 crops.
+TINY_UVIT = {"name": "uvit_demo", "embed_dim": 24, "depth": 2, "num_heads": 2,
+             "pos_embed_shape": [1, 2, 2]}
+#: The data section of a `pumit_mim` run: native spacing, slice-first DA-0 crops (D, H, W).
+PUMIT_DATA = {"mode": "native", "crop_size": [16, 32, 32],
+              "recipe": {"orientation": "RAS", "spacing": None, "intensity": "mr_percentile",
+                         "percentiles": [0.5, 99.5], "foreground_crop": True}}
 #: A recipe that keeps the native spacing (exact geometry round trips) and CT windowing.
 NATIVE = {"orientation": "RAS", "spacing": None, "intensity": "ct", "window": [-200.0, 300.0],
           "foreground_crop": True}
@@ -60,3 +69,25 @@ def write_export(folder: Path, spec: dict, recipe: dict = NATIVE, crop=(64, 64, 
     return folder
 
 
+
+
+def write_checkpoint(run: Path, spec: dict, data: dict, method: str = "smart") -> torch.nn.Module:
+    """`run/checkpoints/last.ckpt` with every key of the contract, as the training loop writes
+    it, for a run of `method` on `data` (its config's data section); returns the encoder."""
+    encoder = BACKBONES.build(spec)
+    ckpt = {
+        "method": {"student.w": torch.zeros(1)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "scaler": {},
+        "step": 12,
+        "epoch": 1,
+        "rng": {"torch": torch.get_rng_state()},
+        "sampler": {"epoch": 1},
+        "config": {"name": run.name, "data": data, "method": {"name": method}},
+        "encoder": encoder.state_dict(),
+        "encoder_config": encoder.config,
+        "medmim_version": __version__,
+    }
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    return encoder.eval()

@@ -1,4 +1,4 @@
-"""Fixtures of the downstream-command tests (segment, attention, localize, reconstruct)."""
+"""Fixtures of the downstream-command tests (classify, segment, attention, localize, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from _downstream_data import TINY_SWIN, TINY_VIT, write_case, write_export
+from _downstream_data import (
+    PUMIT_DATA,
+    TINY_SWIN,
+    TINY_UVIT,
+    TINY_VIT,
+    write_case,
+    write_checkpoint,
+    write_export,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +38,16 @@ def swin_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vit_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_export(tmp_path_factory.mktemp("vit") / "export", TINY_VIT, crop=(32, 32, 32))
+
+
+@pytest.fixture(scope="session")
+def uvit_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PUMIT universal ViT exported by `medmim.eval.export` from a `pumit_mim` run."""
+    from medmim.eval.export import export
+
+    run = tmp_path_factory.mktemp("uvit") / "run"
+    write_checkpoint(run, TINY_UVIT, PUMIT_DATA, method="pumit_mim")
+    return export(run)
 
 
 @pytest.fixture(scope="session")

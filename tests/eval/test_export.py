@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _downstream_data import write_checkpoint
 from monai.networks.nets import SwinUNETR
 from safetensors.torch import load_file
 
-from medmim import __version__
 from medmim.cli.main import main
 from medmim.errors import DataError
 from medmim.eval.export import export, load_encoder, load_into_swinunetr
-from medmim.registry import BACKBONES
 
 SWIN = {
     "name": "swin",
@@ -30,35 +29,11 @@ RECIPE = {
     "intensity": "ct",
     "window": [-175.0, 250.0],
 }
-
-
-def write_checkpoint(run: Path, spec: dict) -> torch.nn.Module:
-    """A checkpoint with every key of the contract, as the training loop writes it."""
-    encoder = BACKBONES.build(spec)
-    ckpt = {
-        "method": {"student.w": torch.zeros(1)},
-        "optimizer": {"state": {}, "param_groups": []},
-        "scaler": {},
-        "step": 12,
-        "epoch": 1,
-        "rng": {"torch": torch.get_rng_state()},
-        "sampler": {"epoch": 1},
-        "config": {
-            "name": run.name,
-            "data": {"recipe": RECIPE, "crop_size": [64, 64, 32]},
-            "method": {"name": "smart"},
-        },
-        "encoder": encoder.state_dict(),
-        "encoder_config": encoder.config,
-        "medmim_version": __version__,
-    }
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
-    return encoder.eval()
+DATA = {"recipe": RECIPE, "crop_size": [64, 64, 32]}
 
 
 def test_swin_export_round_trip_and_json_contract(tmp_path: Path) -> None:
-    enc = write_checkpoint(tmp_path / "run", SWIN)
+    enc = write_checkpoint(tmp_path / "run", SWIN, DATA)
     out = export(tmp_path / "run")
     assert out == tmp_path / "run" / "export"
     meta = json.loads((out / "encoder.json").read_text(encoding="utf-8"))
@@ -94,7 +69,7 @@ def test_swin_export_round_trip_and_json_contract(tmp_path: Path) -> None:
 
 
 def test_swin_weights_load_strictly_into_monai_swinunetr(tmp_path: Path) -> None:
-    enc = write_checkpoint(tmp_path / "run", SWIN)
+    enc = write_checkpoint(tmp_path / "run", SWIN, DATA)
     out = export(tmp_path / "run", tmp_path / "exp")
     meta = json.loads((out / "encoder.json").read_text(encoding="utf-8"))
     net = SwinUNETR(out_channels=3, **meta["monai_swinunetr"]).eval()
@@ -116,7 +91,7 @@ def test_swin_weights_load_strictly_into_monai_swinunetr(tmp_path: Path) -> None
 
 
 def test_mismatched_swinunetr_lists_the_keys(tmp_path: Path) -> None:
-    write_checkpoint(tmp_path / "run", SWIN)
+    write_checkpoint(tmp_path / "run", SWIN, DATA)
     out = export(tmp_path / "run")
     wrong = SwinUNETR(
         in_channels=2, out_channels=1, feature_size=24, depths=(1, 1, 1, 1), num_heads=(3, 3, 3, 3)
@@ -127,13 +102,13 @@ def test_mismatched_swinunetr_lists_the_keys(tmp_path: Path) -> None:
     ):
         load_into_swinunetr(wrong, out)
     vit_run = tmp_path / "vit"
-    write_checkpoint(vit_run, VIT)
+    write_checkpoint(vit_run, VIT, DATA)
     with pytest.raises(DataError, match="holds no 'swinViT.\\*' weights"):
         load_into_swinunetr(wrong, export(vit_run))
 
 
 def test_load_encoder_refuses_mismatched_json_with_key_lists(tmp_path: Path) -> None:
-    enc = write_checkpoint(tmp_path / "run", VIT)
+    enc = write_checkpoint(tmp_path / "run", VIT, DATA)
     out = export(tmp_path / "run")
     meta = json.loads((out / "encoder.json").read_text(encoding="utf-8"))
     meta["backbone"]["embed_dim"] = 48
@@ -173,7 +148,7 @@ def test_bad_sources_are_data_errors(tmp_path: Path) -> None:
 
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_checkpoint(tmp_path / "run", SWIN)
+    write_checkpoint(tmp_path / "run", SWIN, DATA)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert main(["export", str(ckpt), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
