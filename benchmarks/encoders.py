@@ -14,6 +14,10 @@ Method (batch 1, fp32, train mode, CPU threads as set by torch):
   less sensitive to other processes on a shared machine), and the minimum CPU time (the least
   disturbed run, the most robust estimate of the cost itself under background load). Runs are interleaved (every model once per round, in
   turn), so background load on a shared machine hits the pair alike.
+- added parts (Swin): the mask-token blend, the SA block and the extra norms/pooling run alone
+  (fwd+bwd on inputs of the real shapes) in the same rounds; their minimum CPU time over MONAI's
+  minimum is the overhead with the least noise, since end-to-end differences of a few percent
+  drown in the load of a shared machine.
 - memory: peak RSS growth during one forward + backward, each model in a fresh subprocess: the
   high-water mark VmHWM is reset (/proc/self/clear_refs) just before the step, then VmHWM after
   it minus VmRSS before it (model, input and Python already resident). It counts activations,
@@ -25,18 +29,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 from monai.networks.nets import ViT
 from monai.networks.nets.swin_unetr import SwinTransformer
 
-from medmim.models.swin import SWIN_PRESETS
+from medmim.models._backbone import expand_mask
+from medmim.models.swin import SWIN_PRESETS, SwinEncoder
 from medmim.models.vit import VIT_PRESETS
 from medmim.registry import BACKBONES
 
@@ -90,26 +98,54 @@ def inputs(model: torch.nn.Module, size: int) -> tuple[torch.Tensor, torch.Tenso
     return x, torch.rand(1, *model.mask_grid(x.shape)) < 0.7
 
 
+def swin_extras(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Callable[[], None]:
+    """Only what medmim adds to MONAI's Swin, on inputs of the real shapes: fwd+bwd of the mask-token
+    blend, the semantic-attention block, the patch/[CLS] norm and the pooled-token norm."""
+    p, stage, pool = model.patch_size, model.sa_stage, model.pool_stage
+    x0 = torch.randn(1, model.embed_dim, *(s // p for s in x.shape[2:]), requires_grad=True)
+    tokens = torch.randn(1, mask[0].numel(), model.stage_width(stage), requires_grad=True)
+    n_pool = math.prod(s // (p * 2**pool) for s in x.shape[2:])
+    pooled = torch.randn(1, n_pool, model.stage_width(pool), requires_grad=True)
+
+    def run() -> None:
+        cells = expand_mask(mask, 2**stage).unsqueeze(1)
+        blended = torch.where(cells, model.mask_token, x0)
+        cls, satt = model.sa(tokens)
+        out = [blended, satt, model.norm(cls), model.norm(tokens)]
+        if model.pool_norm is not None:
+            out.append(model.pool_norm(pooled).mean(1))
+        sum(t.mean() for t in out).backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
 def time_pairs(
     presets: list[str], size: int, repeats: int
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Median wall and process-CPU seconds of fwd+bwd for each preset and its MONAI twin, interleaved."""
-    runs = []
+    """Wall and process-CPU seconds of fwd+bwd for each preset, its MONAI twin and (Swin) the
+    medmim-only parts alone; every callable runs once per round, in turn."""
+    runs: list[tuple[str, str, Callable[[], None]]] = []
     for preset in presets:
         ours, ref = build_pair(preset, size)
         x, mask = inputs(ours, size)
-        runs += [(preset, "medmim", ours, x, mask), (preset, "monai", ref, x, None)]
-    times: dict[tuple[str, str], list[tuple[float, float]]] = {(p, k): [] for p, k, *_ in runs}
+        runs += [
+            (preset, "medmim", partial(step, ours, x, mask)),
+            (preset, "monai", partial(step, ref, x, None)),
+        ]
+        if isinstance(ours, SwinEncoder):
+            runs.append((preset, "extras", swin_extras(ours, x, mask)))
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {(p, k): [] for p, k, _ in runs}
     for rnd in range(repeats + 1):
-        for preset, kind, model, x, mask in runs:
+        for preset, kind, fn in runs:
             t0, c0 = time.perf_counter(), time.process_time()
-            step(model, x, mask)
+            fn()
             if rnd:  # round 0 is the warm-up
                 times[(preset, kind)].append((time.perf_counter() - t0, time.process_time() - c0))
     stats = {"wall": (0, statistics.median), "cpu": (1, statistics.median), "cpu_min": (1, min)}
     return {
         p: {
-            name: {k: fn([t[i] for t in times[(p, k)]]) for k in ("medmim", "monai")}
+            name: {k: fn([t[i] for t in times[(q, k)]]) for (q, k) in times if q == p}
             for name, (i, fn) in stats.items()
         }
         for p in presets
@@ -169,28 +205,25 @@ def main(argv: list[str] | None = None) -> int:
         for p in args.presets:
             mem = {k: peak_memory(p, size, k) / 2**20 for k in ("medmim", "monai")}
             t = times[p]
-            rows.append(
-                {
-                    "preset": p,
-                    "size": size,
-                    "time_s": t,
-                    "peak_rss_mb": mem,
-                    "overhead_pct": {
-                        name: 100 * (v["medmim"] / v["monai"] - 1)
-                        for name, v in (*t.items(), ("mem", mem))
-                    },
-                }
-            )
+            row = {"preset": p, "size": size, "time_s": t, "peak_rss_mb": mem, "overhead_pct": {}}
+            for name, v in (*t.items(), ("mem", mem)):
+                row["overhead_pct"][name] = 100 * (v["medmim"] / v["monai"] - 1)
+            if "extras" in t["cpu_min"]:  # the added parts alone, against MONAI's whole step
+                row["overhead_pct"]["extras_cpu_min"] = (
+                    100 * t["cpu_min"]["extras"] / t["cpu_min"]["monai"]
+                )
+            rows.append(row)
     head = f"{'preset':<11}{'size':>5}{'params':>12}{'MONAI':>12}"
     for col in ("wall s (median)", "cpu s (median)", "cpu s (min)", "peak MB"):
         head += f"{col + ' ours/MONAI':>28}{'d':>7}"
-    print(head)
+    print(head + f"{'extras/MONAI (cpu min)':>24}")
     for r in rows:
         n, t, o = params[r["preset"]], r["time_s"], r["overhead_pct"]
         line = f"{r['preset']:<11}{r['size']:>5}{n['total']:>12,}{n['monai']:>12,}"
         for key, v in (*t.items(), ("mem", r["peak_rss_mb"])):
             line += f"{v['medmim']:>19.2f}/{v['monai']:<8.2f}{o[key]:>6.1f}%"
-        print(line)
+        extras = o.get("extras_cpu_min")
+        print(line + (f"{extras:>23.1f}%" if extras is not None else f"{'-':>24}"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
