@@ -1,64 +1,64 @@
-"""`medmim demo [--out runs/demo] [--n 4]`: the data part of the demo, on synthetic phantoms.
+"""`medmim demo [--quick] [--out DIR] [--seed S] [key=value ...]`: the whole study on phantoms.
 
-phantoms -> fingerprint -> preprocess + cache -> a PNG of two training views. (Interim: the
-demo issue extends this to pretraining and the downstream tasks.)
+Synthetic CT phantoms -> pretrain SMART, SMIT (and no pretraining) on a CPU -> nodule
+malignancy (linear probe, fine-tuning), organ clustering, zero-shot tumor localization and
+few-label organ segmentation for each encoder -> OUT/report.md. Rerun the same command after an
+interruption: finished stages are skipped and pretraining continues from its checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
+import logging
+
+EPILOG = """budgets (2 idle CPU cores): default about 12-15 min, --quick about 3-4 min.
+examples:
+  medmim demo                                  # -> runs/demo/report.md
+  medmim demo --quick                          # -> runs/demo-quick/report.md
+  medmim demo --out runs/demo600 pretrain_steps=600 phantoms=48
+  medmim demo --restart                        # delete runs/demo and start over
+settings (key=value; documented in medmim/demo/config.py):
+  """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    parser.add_argument("--n", type=int, default=4, help="number of phantoms")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipe", default="smart", help="preprocessing preset")
-    parser.add_argument("--crop", type=int, default=64, help="view size (voxels per axis)")
+    import dataclasses
+    import textwrap
+
+    from medmim.demo.config import DemoConfig
+
+    names = " ".join(f.name for f in dataclasses.fields(DemoConfig))
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG + textwrap.fill(names, 92, subsequent_indent="  ")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--quick", action="store_true", help="the ~3 minute budget")
+    budget.add_argument("--tiny", action="store_true",
+                        help="seconds; a smoke test whose numbers mean nothing")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default runs/demo, runs/demo-quick, runs/demo-tiny)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
+    parser.add_argument("--restart", action="store_true",
+                        help="delete the output folder first instead of continuing it")
+    parser.add_argument("--stop-on-error", action="store_true",
+                        help="stop at the first failing stage (default: record it and go on)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmim.cli.data_preview import preview
-    from medmim.data.cache import VolumeCache, cache_records
-    from medmim.data.fingerprint import fingerprint, format_summary
-    from medmim.data.preprocess import get_recipe
-    from medmim.data.sources import resolve_source
+    from medmim.demo.config import demo_config
+    from medmim.demo.pipeline import run_demo
 
+    profile = "quick" if args.quick else "tiny" if args.tiny else "default"
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    cfg = demo_config(profile, overrides)
+    out = args.out or {"default": "runs/demo"}.get(profile, f"runs/demo-{profile}")
+    for handler in logging.getLogger().handlers:  # the console shows banners and progress bars;
+        if not isinstance(handler, logging.FileHandler):  # each run's train.log keeps the rest
+            handler.setLevel(logging.WARNING)
     try:
-        from medmim.data.phantoms import generate_phantoms
-    except ImportError:
-        print(
-            "medmim demo: the phantom generator (medmim.data.phantoms) is not installed yet;\n"
-            "run `medmim data fingerprint/cache/preview` on your own scans instead."
-        )
-        return 1
-    t0 = time.perf_counter()
-    data = args.out / "phantoms"
-    print(f"[1/4] {args.n} synthetic CT phantoms -> {data}")
-    generate_phantoms(data, args.n, seed=args.seed)
-    records = resolve_source(data / "images" if (data / "images").is_dir() else data)
-
-    print(f"[2/4] fingerprint of {len(records)} scans")
-    fp = fingerprint(records)
-    (args.out / "fingerprint.json").write_text(json.dumps(fp, indent=1))
-    print("      " + format_summary(fp).replace("\n", "\n      "))
-
-    recipe = get_recipe(args.recipe, pad_to=[args.crop] * 3)
-    cache = VolumeCache(args.out / ".cache", recipe)
-    print(f"[3/4] preprocess ({args.recipe}: {recipe.spacing} mm, window {recipe.window}) + cache")
-    volumes, errors = cache_records(records, cache)
-    print(f"      {len(volumes)} cached, {len(errors)} skipped -> {cache.root}")
-
-    png = args.out / "figures" / "views.png"
-    print("[4/4] two views of the first scan")
-    preview(
-        records[0], recipe, png, crop=[args.crop] * 3, cache_dir=args.out / ".cache", seed=args.seed
-    )
-    print(
-        f"\ndone in {time.perf_counter() - t0:.1f} s:\n  phantoms     {data}\n"
-        f"  fingerprint  {args.out / 'fingerprint.json'}\n  cache        {cache.root}\n  views        {png}"
-    )
-    return 0
+        return run_demo(cfg, out, restart=args.restart, keep_going=not args.stop_on_error)
+    except KeyboardInterrupt:
+        again = " ".join(["medmim demo", *([f"--{profile}"] if profile != "default" else []),
+                          *([f"--out {args.out}"] if args.out else []), *overrides])
+        print(f"\nmedmim demo: interrupted; `{again}` continues where it stopped")
+        return 130

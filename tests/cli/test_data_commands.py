@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import nibabel as nib
@@ -95,23 +93,3 @@ def test_preview_command(folder: Path, tmp_path: Path) -> None:
     assert main(args + ["--index", "1"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(args + ["--index", "9"]) == 2
-
-
-def test_demo_with_a_stand_in_phantom_generator(tmp_path: Path, monkeypatch, capsys) -> None:
-    def generate_phantoms(out_dir, n, seed=0, **_):
-        for i in range(n):
-            _write(Path(out_dir) / "images" / f"phantom_{i:03d}.nii.gz", seed=seed + i)
-            _write(Path(out_dir) / "labels" / f"phantom_{i:03d}.nii.gz", seed=99)
-
-    monkeypatch.setitem(
-        sys.modules,
-        "medmim.data.phantoms",
-        types.SimpleNamespace(generate_phantoms=generate_phantoms),
-    )
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "2", "--crop", "16"]) == 0
-    text = capsys.readouterr().out
-    assert "2 cached, 0 skipped" in text and "scans: 2 readable" in text
-    assert (out / "figures" / "views.png").is_file() and json.loads(
-        (out / "fingerprint.json").read_text(encoding="utf-8")
-    )["num_records"] == 2
