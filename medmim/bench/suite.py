@@ -46,7 +46,7 @@ class BenchConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS_ALL))
     size: int = 64
     batch: int = 1
-    repeats: int = 3
+    repeats: int = 5
     memory: bool = True
     flops: bool = True
     data: bool = True
