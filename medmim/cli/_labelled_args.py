@@ -14,6 +14,10 @@ def add_labelled_flags(parser: argparse.ArgumentParser) -> None:
                         help="embedding: SA/ViT [CLS], pooled last-stage token, mean patch token")
     parser.add_argument("--image-key", default="image", help="CSV column of the image paths")
     parser.add_argument("--label-key", default="label", help="CSV column of the class labels")
+    parser.add_argument("--group-key", default="auto", metavar="COLUMN|auto|none",
+                        help="CSV column of each sample's patient: the test hold-out and the folds "
+                             "keep a patient on one side (auto: the first of patient_id, patient, "
+                             "subject_id, subject, case_id, phantom present; none: no grouping)")
     parser.add_argument("--class-names", type=name_list, default=None, metavar="A,B,...",
                         help="names of classes 0..K-1 (a MedMNIST npz holds only numbers)")
     parser.add_argument("--size", type=int_triple, default=None, metavar="D,H,W",
@@ -25,5 +29,6 @@ def add_labelled_flags(parser: argparse.ArgumentParser) -> None:
 def labelled_options(args: argparse.Namespace) -> dict:
     """The `medmim.eval.labelled.LabelledOptions` fields these flags set."""
     return {"feature": args.feature, "image_key": args.image_key, "label_key": args.label_key,
+            "group_key": args.group_key,
             "class_names": args.class_names, "size": args.size, "recipe": args.recipe,
             "seed": args.seed, "device": args.device, "progress": not args.no_progress}

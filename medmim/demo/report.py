@@ -112,7 +112,64 @@ def differences(c: Collected) -> tuple[str, list[str]]:
     return markdown_table(header, rows), verdicts
 
 
-def caveats(c: Collected, verdicts: list[str]) -> str:
+#: Reconstruction terms (scored against voxels); every other `loss/*` term of a distillation
+#: method is a cross-entropy against the teacher over K prototypes.
+RECONSTRUCTION_TERMS = ("mip", "amip", "rec", "recon", "mim")
+
+
+def pretrain_summary(out: Path, method: str) -> dict[str, dict[str, float]] | None:
+    """Per loss term of `method`'s run: first logged value, mean over the last 10% of the logged
+    steps and, for distillation terms, ln K (the cross-entropy of a uniform teacher and student).
+
+    A distillation term whose final value sits at ln K means the teacher's targets are still
+    close to uniform: the term has not yet given the student any signal, and only the
+    reconstruction terms have shaped the encoder.
+    """
+    import yaml
+
+    run = out / "pretrain" / method
+    if not (run / "metrics.jsonl").is_file():
+        return None
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [r for r in rows if any(k.startswith("loss/") for k in r)]
+    if not rows:
+        return None
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    k = (cfg.get("method") or {}).get("out_dim")
+    tail = rows[-max(1, len(rows) // 10):]
+    summary = {}
+    for key in sorted({k for r in rows for k in r if k.startswith("loss/")}):
+        term = key.split("/", 1)[1]
+        values = [r[key] for r in tail if key in r]
+        first = next(r[key] for r in rows if key in r)
+        entry = {"first": float(first), "last": float(np.mean(values))}
+        if term not in RECONSTRUCTION_TERMS and k:
+            entry["ln_k"] = float(np.log(int(k)))
+        summary[term] = entry
+    return summary
+
+
+def pretraining_section(c: Collected) -> tuple[str, list[str]]:
+    """The loss table of every method (first value, last 10% mean, ln K) and the terms that
+    stayed at ln K (within 2%): their names go into the caveats."""
+    rows, flat = [], []
+    for m in c.cfg.methods:
+        summary = pretrain_summary(c.out, m) or {}
+        for term, e in summary.items():
+            at_chance = "ln_k" in e and abs(e["last"] - e["ln_k"]) <= 0.02 * e["ln_k"]
+            if at_chance:
+                flat.append(f"{display(m)} {term.upper()}")
+            kind = "reconstruction" if "ln_k" not in e else (
+                "distillation: at ln K (uniform targets)" if at_chance else "distillation: below ln K")
+            rows.append([display(m), term.upper(), f"{e['first']:.3f}", f"{e['last']:.3f}",
+                         f"{e['ln_k']:.3f}" if "ln_k" in e else "–", kind])
+    if not rows:
+        return "", []
+    table = markdown_table(["method", "loss term", "first step", "last 10% of steps", "ln K", "reading"], rows)
+    return table, flat
+
+
+def caveats(c: Collected, verdicts: list[str], flat: list[str] | None = None) -> str:
     """What the numbers can and cannot show, partly computed from them."""
     n_better = sum(": better" in v for v in verdicts)
     n_worse = sum(": worse" in v for v in verdicts)
@@ -130,7 +187,11 @@ def caveats(c: Collected, verdicts: list[str]) -> str:
         "of a 2.2 M-parameter Swin: minutes of CPU, where the papers train 5-40x larger models for "
         "hundreds of epochs on thousands of scans on GPUs. A pretrained encoder losing to scratch "
         "here says nothing about the method at scale; one winning says the code learns something "
-        "transferable, not how much.",
+        "transferable, not how much." + (
+            f" At this budget {', '.join(flat)} stayed at ln K (see Pretraining): the teacher's "
+            "targets were still near uniform, as at the start of any DINO/iBOT run, so those "
+            "terms gave no signal yet and the encoders were shaped by masked-image "
+            "reconstruction alone." if flat else ""),
         "- **Data.** The phantoms are synthetic (docs/phantoms.md): the malignancy labels follow "
         "the generator's rules, organs are ellipsoids and tubes. Rankings on phantoms need not "
         "hold on patients.",
@@ -195,6 +256,7 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
     c = Collected(cfg, out)
     roc_figures(c, out / "figures")
     table, verdicts = differences(c)
+    pre_table, flat = pretraining_section(c)
     marker = out / "stages" / "data.json"
     n = json.loads(marker.read_text(encoding="utf-8"))["result"] if marker.is_file() else {}
     title = " vs ".join(display(m) for m in cfg.methods) + " vs no pretraining"
@@ -210,7 +272,12 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
         "deviation over folds or classes. ↑ higher is better, ↓ lower is better.", "",
         "## Differences to scratch (paired bootstrap over the same test cases)", "", table, "",
         "\\* the interval excludes zero and the gap is larger than the two scratch seeds' gap.", "",
-        "## What these numbers can and cannot show", "", caveats(c, verdicts), "",
+        "## What these numbers can and cannot show", "", caveats(c, verdicts, flat), "",
+        *(["## Pretraining", "",
+           "Each loss term at the first step and averaged over the last 10% of the logged steps. A "
+           "distillation term is a cross-entropy over K prototypes: ln K is its value when teacher "
+           "and student are uniform, where DINO-style training starts; it falls below ln K once "
+           "the teacher's targets carry information.", "", pre_table, ""] if pre_table else []),
         "## Figures", "", *_figures(c, out), "",
         "## Run", "", run_log, "",
         "Every command's own tables and figures: [details.md](details.md). Settings: "

@@ -135,7 +135,8 @@ def task_stage(cfg: DemoConfig, out: Path, task: str, label: str, spec: str) -> 
     if task in ("linear", "finetune"):
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=8)
         folds = cfg.linear_folds if task == "linear" else cfg.finetune_folds
-        ccfg = ClassifyConfig(mode=task, folds=folds, feature=cfg.feature, seed=seed, finetune=ft)
+        ccfg = ClassifyConfig(mode=task, folds=folds, feature=cfg.feature, seed=seed, finetune=ft,
+                              group_key=nodule_groups(cfg, folds))
         return run_classify(spec, data / "demo_nodules.csv", dest, ccfg)
     if task == "cluster":
         return run_cluster(spec, data / "organmnist3d.npz", dest,
@@ -148,6 +149,15 @@ def task_stage(cfg: DemoConfig, out: Path, task: str, label: str, spec: str) -> 
                                          num_samples=1, lr=cfg.segment_lr, seed=seed,
                                          max_figures=cfg.max_figures))
     raise ValueError(f"unknown task '{task}'; tasks: {', '.join(TASKS)}")
+
+
+def nodule_groups(cfg: DemoConfig, folds: int) -> str:
+    """Folds keep each phantom's nodules together (`--group-key phantom`) when there are at least
+    two training phantoms per fold; with fewer (the `tiny` budget) a grouped fold could train on
+    one class only, so the nodules are split individually."""
+    from medmim.demo.data import split_phantoms
+
+    return "phantom" if split_phantoms(cfg.phantoms, cfg.holdout)[0] >= 2 * max(folds, 2) else "none"
 
 
 def tumor_attention(attention_dir: Path, datalist: Path, split: str = "test") -> dict[str, float]:

@@ -3,7 +3,9 @@
 Protocol (SMART sec. 4.2-4.4, 5.2-5.6; splits in `medmim.eval.splits`): a held-out test set, a
 stratified k-fold over the rest, and for each fold stratified, nested training subsets (the
 limited-data study). Each (fraction, fold) run trains on its subset, selects on the fold's
-validation part and is scored on both the validation part and the test set.
+validation part and is scored on both the validation part and the test set. When the CSV names
+each sample's patient (`--group-key`, auto-detected: e.g. the phantom of a nodule), the hold-out
+and the folds keep every patient on one side.
 
 Outputs in OUT: `results.json` (schema in `medmim.eval.report`) and the tables and figures of
 `medmim.eval.classify_outputs`.
@@ -152,7 +154,12 @@ def run_classify(
     data = load_for_encoder(data_path, meta, cfg)
     size = input_size(cfg.size, meta, data.shape)
     in_ch = int(meta.get("in_channels") or 1)
-    splits = make_splits(data.labels, data.split, cfg.folds, cfg.fractions, cfg.test_size, cfg.seed)
+    splits = make_splits(
+        data.labels, data.split, cfg.folds, cfg.fractions, cfg.test_size, cfg.seed, data.groups
+    )
+    n_groups = None if data.groups is None else len(np.unique(data.groups))
+    if data.groups is not None:
+        log.info("folds grouped by column %s (%d groups)", data.group_key, n_groups)
     log.info(
         "%d volumes, %d classes, input %s, %d runs (%s)",
         len(data),
@@ -166,7 +173,13 @@ def run_classify(
     )
     out = Path(out_dir)
     metrics, tables, figures = write_outputs(out, runs, data)
-    config = {**asdict(cfg), "input_size": list(size), "classes": data.class_names}
+    config = {
+        **asdict(cfg),
+        "input_size": list(size),
+        "classes": data.class_names,
+        "group_key": data.group_key,  # the column used (cfg's 'auto' resolved), None = ungrouped
+        "groups": n_groups,
+    }
     write_results(
         out,
         "classify",

@@ -3,9 +3,11 @@
 - CSV: a header with an image column (`image`) and a label column (`label`); relative paths are
   resolved against the CSV's folder (`medmim.data.sources.read_csv`). Each volume is read with
   `medmim.data.io.load_volume` and given the encoder's intensity recipe (`prepare`); an optional
-  `split` column (`train` / `val` / `test`) fixes the held-out split.
+  `split` column (`train` / `val` / `test`) fixes the held-out split. A group column (the
+  patient: `group_key`, by default the first of `GROUP_COLUMNS` present, e.g. `phantom`) fills
+  `LabelledSet.groups`, so that `medmim classify` keeps each patient's samples in one fold.
 - MedMNIST npz (`{train,val,test}_{images,labels}`, uint8): images / 255 -> [0, 1], as the
-  official loader does; the npz split is kept in `LabelledSet.split`.
+  official loader does; the npz split is kept in `LabelledSet.split`. It holds no groups.
 
 Every volume is resized (trilinear, MONAI `Resize`) to the encoder's input size only when a batch
 is made (`VolumeDataset`), so a set of 28^3 crops stays small in memory however large the
@@ -27,6 +29,8 @@ from torch.utils.data import Dataset
 from medmim.errors import ConfigError, DataError, did_you_mean
 
 MEDMNIST_SPLITS = ("train", "val", "test")
+#: The columns `group_key="auto"` looks for, in order: the first present one groups the samples.
+GROUP_COLUMNS = ("patient_id", "patient", "subject_id", "subject", "case_id", "phantom")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class LabelledSet:
         ids: N readable ids (path, or 'file.npz::test[3]').
         split: (N,) 'train' / 'val' / 'test' when the source fixes splits, else ''.
         source: the file it came from.
+        groups: (N,) group ids (patient, phantom) of a CSV's group column, else None.
+        group_key: the column `groups` came from (None = no groups).
     """
 
     images: Sequence[np.ndarray]
@@ -48,6 +54,8 @@ class LabelledSet:
     ids: list[str]
     split: np.ndarray
     source: str
+    groups: np.ndarray | None = None
+    group_key: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -105,13 +113,58 @@ def load_medmnist(path: str | Path, split: str = "all") -> LabelledSet:
     return LabelledSet(images, y, names, ids, np.array(splits), str(path))
 
 
+def read_groups(
+    records: Sequence[Any], path: str | Path, group_key: str = "auto", image_key: str = "image"
+) -> tuple[np.ndarray | None, str | None]:
+    """The group ids of a CSV's rows (see `LabelledOptions.group_key`).
+
+    Args:
+        records: the CSV's rows (`medmim.data.sources.Record`, other columns in `extra`).
+        path: the CSV, for error messages.
+        group_key: 'auto' (the first of `GROUP_COLUMNS` present), 'none', or a column name.
+        image_key: the image column (listed in the error message).
+
+    Returns:
+        `(groups, column)`: (N,) str ids and the column used, or `(None, None)` for no grouping.
+
+    Raises:
+        DataError: a named column the CSV lacks, or a row with an empty group cell.
+    """
+    key = group_key.strip()
+    columns = list(records[0].extra) if records else []
+    if key.lower() == "none":
+        return None, None
+    if key.lower() == "auto":
+        key = next((c for c in GROUP_COLUMNS if c in columns), "")
+        if not key:
+            return None, None
+    elif key not in columns:
+        has_label = bool(records) and records[0].label is not None
+        cols = [image_key, *(["label"] if has_label else []), *columns]
+        raise DataError(
+            path,
+            f"no group column '{key}'.{did_you_mean(key, cols)} Columns: {cols}; set "
+            "--group-key to the patient column, or --group-key none for no grouping",
+        )
+    values = [str(r.extra.get(key) or "").strip() for r in records]
+    if "" in values:
+        row = values.index("") + 1
+        raise DataError(
+            path,
+            f"row {row} has no '{key}' (group) value; fill it, or pass --group-key none",
+        )
+    return np.array(values), key
+
+
 def load_csv(
     path: str | Path,
     recipe: dict[str, Any] | None = None,
     image_key: str = "image",
     label_key: str = "label",
+    group_key: str = "auto",
 ) -> LabelledSet:
-    """Volumes listed in a CSV, each read and given `prepare(volume, recipe)`."""
+    """Volumes listed in a CSV, each read and given `prepare(volume, recipe)`; `group_key` as in
+    `read_groups`."""
     from medmim.data.sources import read_csv
 
     path = Path(path)
@@ -131,8 +184,10 @@ def load_csv(
     unknown = sorted({str(s) for s in split} - {"", *MEDMNIST_SPLITS})
     if unknown:
         raise DataError(path, f"column 'split' has {unknown}; use train, val or test")
+    groups, column = read_groups(records, path, group_key, image_key)
     images = [prepare(r.load(), recipe) for r in records]
-    return LabelledSet(images, labels, names, [r.image for r in records], split, str(path))
+    ids = [r.image for r in records]
+    return LabelledSet(images, labels, names, ids, split, str(path), groups, column)
 
 
 def prepare(volume: Any, recipe: dict[str, Any] | None) -> np.ndarray:
@@ -166,15 +221,22 @@ def load_labelled(
     split: str = "all",
     image_key: str = "image",
     label_key: str = "label",
+    group_key: str = "auto",
 ) -> LabelledSet:
-    """A CSV or MedMNIST npz as a `LabelledSet` (see the module docstring)."""
+    """A CSV or MedMNIST npz as a `LabelledSet` (see the module docstring); `group_key` as in
+    `read_groups` (an npz has no groups: only 'auto' or 'none' go with one)."""
     path = Path(source)
     if not path.is_file():
         raise DataError(path, "not found; give a CSV (image,label) or a MedMNIST .npz")
     if path.suffix.lower() == ".npz":
+        if group_key.strip().lower() not in ("auto", "none"):
+            raise ConfigError(
+                f"--group-key {group_key}: {path.name} is a MedMNIST npz, which has no group "
+                "column; use --group-key auto or none"
+            )
         return load_medmnist(path, split)
     if path.suffix.lower() == ".csv":
-        data = load_csv(path, recipe, image_key, label_key)
+        data = load_csv(path, recipe, image_key, label_key, group_key)
         if split != "all":
             keep = np.flatnonzero(data.split == split)
             data = subset(data, keep)
@@ -192,6 +254,9 @@ class LabelledOptions:
         size: (D, H, W) the volumes are resized to; None = the encoder's crop size.
         recipe: a recipe preset for CSV volumes instead of the encoder's.
         image_key, label_key: the CSV columns.
+        group_key: the CSV column naming each sample's patient (group), kept on one side of
+            every split: 'auto' = the first of `GROUP_COLUMNS` present (none present: no
+            grouping), 'none' = no grouping, else that column.
         class_names: names of classes 0..K-1.
         seed, device, progress: as everywhere.
     """
@@ -201,6 +266,7 @@ class LabelledOptions:
     recipe: str | None = None
     image_key: str = "image"
     label_key: str = "label"
+    group_key: str = "auto"
     class_names: Sequence[str] | None = None
     seed: int = 0
     device: str = "auto"
@@ -213,7 +279,12 @@ def load_for_encoder(
     """`load_labelled` with the encoder's recipe (`source_recipe`) and `opts`' keys and names."""
     recipe = source_recipe(source, meta, opts.recipe)
     data = load_labelled(
-        source, recipe=recipe, split=split, image_key=opts.image_key, label_key=opts.label_key
+        source,
+        recipe=recipe,
+        split=split,
+        image_key=opts.image_key,
+        label_key=opts.label_key,
+        group_key=opts.group_key,
     )
     return rename_classes(data, opts.class_names)
 
@@ -232,7 +303,7 @@ def rename_classes(data: LabelledSet, names: Sequence[str] | None) -> LabelledSe
 
 
 def subset(data: LabelledSet, index: Sequence[int]) -> LabelledSet:
-    """The volumes at `index`, same classes."""
+    """The volumes at `index`, same classes (and their groups)."""
     index = np.asarray(index, dtype=np.int64)
     return LabelledSet(
         [data.images[i] for i in index],
@@ -241,6 +312,8 @@ def subset(data: LabelledSet, index: Sequence[int]) -> LabelledSet:
         [data.ids[i] for i in index],
         data.split[index],
         data.source,
+        None if data.groups is None else data.groups[index],
+        data.group_key,
     )
 
 

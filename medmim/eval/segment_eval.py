@@ -66,6 +66,10 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int,
         p, r = pred_t == k, ref_t == k
         with warnings.catch_warnings():  # "class k is all 0": reported as NaN below
             warnings.filterwarnings("ignore", message=".*may result in nan/inf distance")
+            # MONAI 1.5-1.6's own surface-distance code (`get_edge_surface_distance`) passes the
+            # deprecated `always_return_as_numpy=False` to `get_mask_edges`, which warns on every
+            # call; nothing medmim passes can avoid it, and results are unaffected.
+            warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
             values = _monai_metrics(torch.stack([~p, p])[None].float(),
                                     torch.stack([~r, r])[None].float(), spacing)
         for m in METRICS:

@@ -189,3 +189,28 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert "(resume=true)" in printed and printed.count("done before") == len(markers) - 2
     assert json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))["metrics"] == linear
+
+
+def test_pretraining_summary_flags_terms_at_ln_k(tmp_path: Path) -> None:
+    from medmim.demo.collect import Collected
+    from medmim.demo.report import pretrain_summary, pretraining_section
+    from medmim.demo.study import nodule_groups
+
+    run = tmp_path / "pretrain" / "smart"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("method:\n  out_dim: 256\n", encoding="utf-8")
+    ln_k = float(np.log(256))
+    rows = [{"step": s, "loss/amip": 0.4 - 0.01 * s, "loss/aitd": ln_k + 0.001 * (-1) ** s,
+             "loss/gitd": 5.0 - 0.1 * s} for s in range(1, 21)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    summary = pretrain_summary(tmp_path, "smart")
+    assert "ln_k" not in summary["amip"] and summary["amip"]["first"] == pytest.approx(0.39)
+    assert summary["amip"]["last"] == pytest.approx(0.2, abs=0.011)
+    assert summary["aitd"]["ln_k"] == pytest.approx(ln_k)
+    cfg = demo_config("tiny", ["methods=[smart]"])
+    table, flat = pretraining_section(Collected(cfg, tmp_path))
+    assert flat == ["SMART AITD"]  # GITD fell below ln K, AMIP is a reconstruction term
+    assert "at ln K" in table and "below ln K" in table
+    # folds keep a phantom's nodules together unless too few phantoms per fold
+    assert nodule_groups(demo_config("default"), 5) == "phantom"
+    assert nodule_groups(demo_config("tiny"), 2) == "none"
