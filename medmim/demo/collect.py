@@ -6,6 +6,7 @@ Every number comes from the commands' own outputs under OUT/eval/<task>/<encoder
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ def _localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, floa
     return cases
 
 
+def _nodule_phantoms(out: Path) -> dict[str, str]:
+    """{nodule crop file name: phantom} from the demo's nodule table (empty when missing)."""
+    table = out / "phantoms" / "demo_nodules.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="", encoding="utf-8") as f:
+        return {Path(r["image"]).name: r["phantom"] for r in csv.DictReader(f) if r.get("phantom")}
+
+
 class Collected:
     """Per-case values and headline metrics of every (task, encoder) that finished."""
 
@@ -59,6 +69,14 @@ class Collected:
                 elif task == "localize":
                     self.cases[(task, label)] = _localize_cases(folder, cfg.localize_percentile)
 
+        self.nodule_phantom = _nodule_phantoms(out)
+
+    def groups(self, keys: list[str]) -> np.ndarray | None:
+        """The phantom of each nodule case id (None when one is unknown): the classification
+        intervals resample phantoms, not nodules."""
+        names = [self.nodule_phantom.get(Path(k).name) for k in keys]
+        return None if any(n is None for n in names) else np.asarray(names)
+
     def has(self, task: str, label: str) -> bool:
         return (task, label) in self.metrics
 
@@ -79,7 +97,8 @@ class Collected:
             return None
         if task in ("linear", "finetune"):
             y = np.array([v[0] for v in cases.values()])
-            return stats.auc_ci(y, np.array([v[1] for v in cases.values()]), self.cfg.seed)
+            return stats.auc_ci(y, np.array([v[1] for v in cases.values()]), self.cfg.seed,
+                                self.groups(list(cases)))
         values = list(self.values(task, label, key).values())
         return stats.mean_ci(np.array(values), self.cfg.seed) if values else None
 
@@ -92,6 +111,6 @@ class Collected:
             keys = sorted(set(a) & set(b))
             y = np.array([a[k][0] for k in keys])
             return stats.auc_delta(y, np.array([a[k][1] for k in keys]),
-                                   np.array([b[k][1] for k in keys]), self.cfg.seed)
+                                   np.array([b[k][1] for k in keys]), self.cfg.seed, self.groups(keys))
         xa, xb = stats.paired(self.values(task, label), self.values(task, base))
         return stats.mean_delta(xa, xb, self.cfg.seed) if len(xa) else None

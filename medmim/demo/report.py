@@ -268,9 +268,10 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
         f"cases). Each method pretrained for {cfg.pretrain_steps} steps x {cfg.batch_size} scans "
         f"({cfg.crop}^3 crops at {cfg.spacing:g} mm); scratch = the same Swin with random weights. {machine}", "",
         "## Results", "", results_table(c), "",
-        "Value [2.5, 97.5 percentile bootstrap interval over the test cases]; ± is the standard "
-        "deviation over folds or classes. ↑ higher is better, ↓ lower is better.", "",
-        "## Differences to scratch (paired bootstrap over the same test cases)", "", table, "",
+        "Value [2.5, 97.5 percentile bootstrap interval over the test cases; for the nodules, "
+        "over their phantoms, since the nodules of one phantom are not independent]; ± is the "
+        "standard deviation over folds or classes. ↑ higher is better, ↓ lower is better.", "",
+        "## Differences to scratch (paired bootstrap over the same test cases or phantoms)", "", table, "",
         "\\* the interval excludes zero and the gap is larger than the two scratch seeds' gap.", "",
         "## What these numbers can and cannot show", "", caveats(c, verdicts, flat), "",
         *(["## Pretraining", "",

@@ -6,6 +6,10 @@ replacement `n` times, recompute the statistic, report the 2.5 and 97.5 percenti
 differences resample the SAME cases for both encoders, so case difficulty cancels out. With a
 few dozen cases these intervals are wide, and that is the point: they say how much of a gap
 between two encoders the data can resolve.
+
+Clustered cases (the nodules of one phantom share its noise, contrast and anatomy) are not
+independent: with `groups`, the bootstrap resamples whole groups (a cluster bootstrap; Field &
+Welsh 2007), so the interval reflects the number of patients, not only of nodules.
 """
 
 from __future__ import annotations
@@ -35,19 +39,33 @@ class Estimate:
         return bool(self.low > 0 or self.high < 0)
 
 
-def _boot(stat: Callable[[np.ndarray], float], n_cases: int, seed: int, n: int = N_BOOT) -> np.ndarray:
+def _boot(stat: Callable[[np.ndarray], float], n_cases: int, seed: int, n: int = N_BOOT,
+          groups: np.ndarray | None = None) -> np.ndarray:
+    """`n` bootstrap values of `stat(indices)`: cases drawn with replacement or, with `groups`
+    (N,), whole groups drawn with replacement and all their cases taken."""
     rng = np.random.default_rng(seed)
+    members = None
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     out = []
     for _ in range(n):
-        value = stat(rng.integers(0, n_cases, n_cases))
+        if members is None:
+            index = rng.integers(0, n_cases, n_cases)
+        else:
+            index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        value = stat(index)
         if np.isfinite(value):
             out.append(value)
     return np.asarray(out)
 
 
-def _estimate(stat: Callable[[np.ndarray], float], n_cases: int, seed: int) -> Estimate:
+def _estimate(stat: Callable[[np.ndarray], float], n_cases: int, seed: int,
+              groups: np.ndarray | None = None) -> Estimate:
     value = stat(np.arange(n_cases))
-    draws = _boot(stat, n_cases, seed) if n_cases > 1 else np.asarray([])
+    if groups is not None and len(np.unique(groups)) < 2:
+        groups = None
+    draws = _boot(stat, n_cases, seed, groups=groups) if n_cases > 1 else np.asarray([])
     if len(draws) == 0:
         return Estimate(float(value), float("nan"), float("nan"), n_cases)
     low, high = np.percentile(draws, [2.5, 97.5])
@@ -71,14 +89,16 @@ def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
 _auc = fast_auc
 
 
-def auc_ci(y: np.ndarray, p: np.ndarray, seed: int = 0) -> Estimate:
-    """ROC AUC of scores `p` (N,) for binary labels `y` (N,), with its bootstrap interval."""
-    return _estimate(lambda i: _auc(y[i], p[i]), len(y), seed)
+def auc_ci(y: np.ndarray, p: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
+    """ROC AUC of scores `p` (N,) for binary labels `y` (N,), with its bootstrap interval
+    (over `groups` (N,) when given)."""
+    return _estimate(lambda i: _auc(y[i], p[i]), len(y), seed, groups)
 
 
-def auc_delta(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, seed: int = 0) -> Estimate:
-    """AUC(pa) - AUC(pb) on the same cases (paired bootstrap)."""
-    return _estimate(lambda i: _auc(y[i], pa[i]) - _auc(y[i], pb[i]), len(y), seed)
+def auc_delta(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, seed: int = 0,
+              groups: np.ndarray | None = None) -> Estimate:
+    """AUC(pa) - AUC(pb) on the same cases (paired bootstrap, over `groups` when given)."""
+    return _estimate(lambda i: _auc(y[i], pa[i]) - _auc(y[i], pb[i]), len(y), seed, groups)
 
 
 def mean_ci(x: np.ndarray, seed: int = 0) -> Estimate:

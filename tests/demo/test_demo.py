@@ -145,6 +145,22 @@ def test_intervals_resolve_a_real_gap_and_not_noise() -> None:
     assert e.value == pytest.approx(0.3) and 0.2 <= e.low <= e.high <= 0.4 and e.n == 2
 
 
+def test_cluster_bootstrap_widens_for_correlated_cases() -> None:
+    # 10 phantoms x 8 nodules; each phantom has its own malignant share and its own score offset
+    # (a phantom-level confound), so the nodules of one phantom are not independent and
+    # resampling nodules understates the uncertainty of the AUC.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(10), 8)
+    y = (rng.random(80) < rng.uniform(0.1, 0.9, 10)[groups]).astype(int)
+    p = rng.normal(0, 1.0, 10)[groups] + 0.2 * y + rng.normal(0, 0.3, 80)
+    flat, grouped = stats.auc_ci(y, p), stats.auc_ci(y, p, groups=groups)
+    assert grouped.value == flat.value
+    assert grouped.high - grouped.low > 1.25 * (flat.high - flat.low)
+    # one group: no cluster bootstrap possible, falls back to cases
+    same = stats.auc_ci(y, p, groups=np.zeros(80, int))
+    assert (same.low, same.high) == (flat.low, flat.high)
+
+
 def test_random_mask_dice(tmp_path: Path) -> None:
     (tmp_path / "localize.csv").write_text(
         "case,dice,pointing,threshold,predicted_voxels,reference_voxels\nc1,0.1,1.0,0.5,100,50\n", encoding="utf-8")
