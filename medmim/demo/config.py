@@ -1,8 +1,8 @@
 """Settings of `medmim demo`: one dataclass, three budgets, `key=value` overrides.
 
 The budgets are chosen so that the whole study fits on two CPU cores: `default` (about 12-15
-minutes on an idle 2-core machine), `quick` (about 3-4 minutes) and `tiny` (seconds; for the
-tests, the numbers mean nothing). Every field can be overridden from the command line, e.g.
+minutes on an idle 2-core machine), `quick` (about 4 minutes; a smoke test without the noise
+floor) and `tiny` (seconds; for the tests, the numbers mean nothing). Every field can be overridden from the command line, e.g.
 `medmim demo pretrain_steps=600 phantoms=48`.
 
 Why these sizes (see docs/demo.md for the long version):

@@ -272,7 +272,12 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
         "over their phantoms, since the nodules of one phantom are not independent]; ± is the "
         "standard deviation over folds or classes. ↑ higher is better, ↓ lower is better.", "",
         "## Differences to scratch (paired bootstrap over the same test cases or phantoms)", "", table, "",
-        "\\* the interval excludes zero and the gap is larger than the two scratch seeds' gap.", "",
+        ("\\* the interval excludes zero and the gap is larger than the two scratch seeds' gap."
+         if SCRATCH2 in c.labels else
+         "\\* the interval excludes zero. This run has no second scratch seed (`noise_floor=false`), "
+         "so a star does not rule out seed noise, which at demo budgets is as large as most gaps "
+         "(the default budget's last column measures it). Treat this run as a smoke test of the "
+         "pipeline, not as a comparison."), "",
         "## What these numbers can and cannot show", "", caveats(c, verdicts, flat), "",
         *(["## Pretraining", "",
            "Each loss term at the first step and averaged over the last 10% of the logged steps. A "
