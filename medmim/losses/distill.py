@@ -26,6 +26,7 @@ The centre is a registered buffer (1, K), so it is saved in the method's state_d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,9 @@ from torch import Tensor, nn
 from medmim.errors import ConfigError
 from medmim.registry import LOSSES
 from medmim.schedules import warmup_constant
+
+#: Rows of the teacher's distributions that `teacher_entropy` averages (a cheap sample).
+ENTROPY_ROWS = 1024
 
 
 @LOSSES.register("distill")
@@ -91,6 +95,9 @@ class DistillationLoss(nn.Module):
         self.warmup_delay = int(warmup_delay)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, out_dim))
+        #: entropy of the last teacher distribution / ln K (1 = uniform targets), a detached
+        #: scalar tensor from at most ENTROPY_ROWS rows; None before the first call.
+        self.teacher_entropy: Tensor | None = None
 
     def teacher_temp(self, step: int) -> float:
         """tau_t at optimizer step `step` (a pure function of the step)."""
@@ -104,8 +111,19 @@ class DistillationLoss(nn.Module):
 
     @torch.no_grad()
     def teacher_probs(self, teacher: Tensor, step: int) -> Tensor:
-        """softmax((t - c) / tau_t) in float32, no gradient: (..., K) -> (..., K)."""
-        return F.softmax((teacher.float() - self.center) / self.teacher_temp(step), dim=-1)
+        """softmax((t - c) / tau_t) in float32, no gradient: (..., K) -> (..., K).
+
+        Also records `teacher_entropy`: the mean entropy of (at most `ENTROPY_ROWS` of) these
+        distributions divided by ln K. Near 1 the targets are uniform and the loss sits at ln K
+        whatever the student does (where DINO-style training starts); it falls as the teacher's
+        targets start to tell inputs apart. Near 0 they are one-hot (collapse to one prototype).
+        """
+        probs = F.softmax((teacher.float() - self.center) / self.teacher_temp(step), dim=-1)
+        rows = probs.reshape(-1, probs.shape[-1])[:ENTROPY_ROWS]
+        if rows.shape[-1] > 1 and rows.shape[0]:
+            entropy = -(rows * rows.clamp_min(1e-12).log()).sum(dim=-1).mean()
+            self.teacher_entropy = entropy / math.log(rows.shape[-1])
+        return probs
 
     def cross_entropy(self, student: Tensor, teacher_probs: Tensor) -> Tensor:
         """-sum_k P_t log softmax(s / tau_s), per token: (..., K) -> (...)."""

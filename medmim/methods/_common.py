@@ -214,12 +214,16 @@ class SelfDistillation(PretrainMethod):
         return self.losses[family].patch_loss(list(s.chunk(views)), list(t), list(mask.chunk(views)), step)
 
     def log_common(self, step: int, mask: Tensor, hints: Tensor | None) -> dict[str, Any]:
-        """mask/ratio (fraction masked), mask/hints (fraction revealed), teacher momentum and temp."""
+        """mask/ratio (fraction masked), mask/hints (fraction revealed), teacher momentum and temp,
+        and `teacher/entropy/<family>`: each distillation's target entropy / ln K (1 = uniform)."""
         logs: dict[str, Any] = {"mask/ratio": mask.float().mean().detach()}
         if hints is not None:
             logs["mask/hints"] = hints.float().mean().detach()
         logs["teacher/momentum"] = self.momentum_at(step)
         logs["teacher/temp"] = next(iter(self.losses.values())).teacher_temp(step)
+        for family, loss in self.losses.items():
+            if loss.teacher_entropy is not None:
+                logs[f"teacher/entropy/{family}"] = loss.teacher_entropy
         return logs
 
 

@@ -4,6 +4,10 @@ train.log, a row in metrics.jsonl and TensorBoard scalars every `log_every` step
 metrics.jsonl has one JSON object per logged step: `step` (optimizer steps done), `epoch`,
 `loss`, the method's own logs (`loss/amip`, ...), `lr`, `wd`, `grad_norm`, `nonfinite/total`,
 `time/step_s` and `speed/samples_per_s`.
+
+Distillation methods also log `teacher/entropy/<family>` (the teacher's target entropy / ln K).
+Past a fifth of the run, if a family is still at >= 0.99 (uniform targets: its distillation
+loss at ln K carries no signal), train.log gets one warning that names them and what to change.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from typing import Any
 log = logging.getLogger("medmim.train")
 
 METRICS_FILE = "metrics.jsonl"
+#: `teacher/entropy/*` (entropy / ln K) at or above this past a fifth of a run triggers the
+#: near-uniform-targets warning.
+UNIFORM_TARGETS = 0.99
 LOG_FILE = "train.log"
 
 
@@ -37,6 +44,8 @@ class Monitor:
     ) -> None:
         self.enabled = enabled
         self.run_dir = run_dir
+        self.total_steps = total_steps
+        self._warned_uniform = False
         self._bar: Any = None
         self._writer: Any = None
         self._handler: logging.Handler | None = None
@@ -93,6 +102,26 @@ class Monitor:
                 self._writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
         text = " ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
         self._write(f"step {step} {text}")
+        self._check_targets(step, scalars)
+
+    def _check_targets(self, step: int, scalars: dict[str, float]) -> None:
+        """Warn once when, past a fifth of the run, a distillation's teacher targets are still
+        near uniform (`teacher/entropy/<family>` >= UNIFORM_TARGETS of ln K)."""
+        if self._warned_uniform or step < max(1, self.total_steps // 5):
+            return
+        uniform = {k.rsplit("/", 1)[-1]: v for k, v in scalars.items()
+                   if k.startswith("teacher/entropy/") and math.isfinite(v) and v >= UNIFORM_TARGETS}
+        if not uniform:
+            return
+        self._warned_uniform = True
+        values = ", ".join(f"{k} {v:.3f}" for k, v in uniform.items())
+        log.warning(
+            "step %d: the teacher's targets are still near uniform (entropy / ln K: %s), so "
+            "these distillation losses sit at ln K and give the student no signal yet. "
+            "DINO-style runs start this way and need many steps (thousands at the papers' "
+            "scale) to leave it. If it persists, train longer, or sharpen the teacher (lower "
+            "method.teacher_temp and method.warmup_teacher_temp) or use a smaller "
+            "method.out_dim.", step, values)
 
     def info(self, message: str) -> None:
         """A line in train.log (and the console) that does not break the bar."""

@@ -130,3 +130,17 @@ def test_bad_input() -> None:
         loss.global_loss([torch.randn(2, K)], [torch.randn(2, K)], 0)
     with pytest.raises(ValueError, match="does not match patch tokens"):
         loss.patch_loss([torch.randn(2, 8, K)], [torch.randn(2, 8, K)], [torch.ones(2, 9)], 0)
+
+
+def test_teacher_entropy_is_one_for_uniform_targets_and_low_for_sharp_ones() -> None:
+    loss = DistillationLoss(out_dim=64, warmup_teacher_temp=0.04, teacher_temp=0.04)
+    assert loss.teacher_entropy is None
+    loss.teacher_probs(torch.zeros(8, 64), step=0)  # identical logits: uniform
+    assert float(loss.teacher_entropy) == pytest.approx(1.0, abs=1e-6)
+    sharp = torch.zeros(8, 64)
+    sharp[torch.arange(8), torch.arange(8)] = 1.0  # cos 1 vs 0, / 0.04: near one-hot
+    loss.teacher_probs(sharp, step=0)
+    assert float(loss.teacher_entropy) < 0.05
+    # patch logits (B, N, K) are sampled, not all kept
+    loss.teacher_probs(torch.zeros(4, 600, 64), step=0)
+    assert float(loss.teacher_entropy) == pytest.approx(1.0, abs=1e-6)
