@@ -1,7 +1,7 @@
 """Settings of `medmim demo`: one dataclass, three budgets, `key=value` overrides.
 
 The budgets are chosen so that the whole study fits on two CPU cores: `default` (about 12-15
-minutes on an idle 2-core machine), `quick` (about 4 minutes; a smoke test without the noise
+minutes on an idle 2-core machine), `quick` (about 3 minutes; a smoke test without the noise
 floor) and `tiny` (seconds; for the tests, the numbers mean nothing). Every field can be overridden from the command line, e.g.
 `medmim demo pretrain_steps=600 phantoms=48`.
 
@@ -111,9 +111,9 @@ class DemoConfig:
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {
-        "phantoms": 24, "nodules": [3, 5], "pretrain_steps": 60, "linear_folds": 3,
-        "finetune_folds": 1, "finetune_epochs": 3, "segment_steps": 12, "segment_eval_cases": 4,
-        "localize_eval_cases": 6, "cluster_projection": "pca", "noise_floor": False,
+        "phantoms": 24, "nodules": [3, 5], "pretrain_steps": 50, "linear_folds": 3,
+        "finetune_folds": 1, "finetune_epochs": 3, "segment_steps": 12, "segment_eval_cases": 2,
+        "localize_eval_cases": 4, "cluster_projection": "pca", "noise_floor": False,
     },
     "tiny": {
         "phantoms": 4, "nodules": [4, 6], "pretrain_steps": 2, "batch_size": 2,
