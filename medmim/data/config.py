@@ -87,6 +87,16 @@ class DataConfig:
         crop_size: (D, H, W) of each view, in voxels after the recipe (mode "native": of a
             DA-0 scan; D and H = W multiples of `patch_size`).
         num_views: views per scan (2 for self-distillation).
+        views: "shared" (default): every view is a random crop inside one random
+            `base_crop_size` region of the scan, as the public SMIT code (two 96^3 crops of one
+            128^3 crop) and SMART code (sub-crops of a shared base crop) sample them;
+            "independent": each view anywhere in the scan (few shared voxels on a large scan,
+            and the distillation then finds little to agree on: see medmim/data/views.py).
+        base_crop_size: (D, H, W) of the shared region; null = `crop_size` x 4/3 (SMIT's
+            128 / 96), rounded.
+        local_views: DINO multi-crop: this many extra `local_crop_size` crops per scan (from the
+            same base region), seen by the student only and compared with every teacher view.
+        local_crop_size: (D, H, W) of a local view; null = half of `crop_size`.
         batch_size: scans per step and per process.
         num_workers: DataLoader workers.
         on_error: "skip" records a bad file in skipped.jsonl and goes on; "fail" stops before
@@ -103,11 +113,46 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     crop_size: list[int] = field(default_factory=lambda: [96, 96, 96])
     num_views: int = 2
+    views: str = "shared"
+    base_crop_size: Optional[list[int]] = None
+    local_views: int = 0
+    local_crop_size: Optional[list[int]] = None
     batch_size: int = 2
     num_workers: int = 0
     on_error: str = "skip"
     mode: str = "views"
     patch_size: int = 16
+
+
+#: `data.views` values.
+VIEW_MODES = ("shared", "independent")
+
+
+def view_geometry(cfg: Any) -> dict[str, Any]:
+    """`ViewSampler` keyword options (base_crop, local_views, local_crop_size) from a data config.
+
+    Raises:
+        ConfigError: an unknown `views` mode, or sizes that are not 3 positive integers.
+    """
+    from medmim.errors import ConfigError, did_you_mean
+
+    mode = str(cfg.views)
+    if mode not in VIEW_MODES:
+        raise ConfigError(
+            f"data.views='{mode}' is unknown.{did_you_mean(mode, VIEW_MODES)} "
+            "Choose shared (views inside one base crop) or independent"
+        )
+    crop = [int(c) for c in cfg.crop_size]
+    base = None
+    if mode == "shared":
+        base = list(cfg.base_crop_size) if cfg.base_crop_size else [round(c * 4 / 3) for c in crop]
+    local = list(cfg.local_crop_size) if cfg.local_crop_size else [max(1, c // 2) for c in crop]
+    for name, size in (("base_crop_size", base), ("local_crop_size", local)):
+        if size is not None and (len(size) != 3 or min(int(s) for s in size) < 1):
+            raise ConfigError(f"data.{name} must be 3 positive sizes, got {size}")
+    if int(cfg.local_views) < 0:
+        raise ConfigError(f"data.local_views must be >= 0, got {cfg.local_views}")
+    return {"base_crop": base, "local_views": int(cfg.local_views), "local_crop_size": local}
 
 
 def as_data_config(cfg: Any) -> DataConfig:

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from medmim.data.cache import CachedVolume, VolumeCache, cache_records
-from medmim.data.config import as_data_config
+from medmim.data.config import as_data_config, view_geometry
 from medmim.data.sources import Record, resolve_source
 from medmim.data.views import ViewSampler
 from medmim.errors import ConfigError, DataError, did_you_mean
@@ -77,7 +77,8 @@ class PretrainDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """{"views": [float32 (C, D, H, W)] * num_views, "index": index}.
+        """{"views": [float32 (C, D, H, W)] * num_views, "index": index} (and "local_views":
+        [float32 (C, d, h, w)] * local_views when the sampler makes local crops).
 
         A cache file that vanished or broke after the up-front check (someone cleared the cache)
         does not stop the epoch: the next readable scan is used, with a warning."""
@@ -93,8 +94,13 @@ class PretrainDataset(Dataset):
                 )
                 continue
             with _one_thread():
-                views = self.sampler(array, self.rng(i), float(self.entries[i].meta["background"]))
-            return {"views": views, "index": i}
+                views, local = self.sampler.sample(
+                    array, self.rng(i), float(self.entries[i].meta["background"])
+                )
+            item: dict[str, Any] = {"views": views, "index": i}
+            if local:
+                item["local_views"] = local
+            return item
         raise DataError(
             self.entries[0].path.parent.parent, "no readable cache entry left; rebuild the cache"
         )
@@ -151,7 +157,8 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
         return NativeSpacingCropDataset(
             images, tokens, cfg.patch_size, flip_prob=cfg.augment.flip_prob, seed=seed
         )
-    return PretrainDataset(volumes, ViewSampler(cfg.crop_size, cfg.augment, cfg.num_views), seed)
+    sampler = ViewSampler(cfg.crop_size, cfg.augment, cfg.num_views, **view_geometry(cfg))
+    return PretrainDataset(volumes, sampler, seed)
 
 
 def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, CachedVolume]]:

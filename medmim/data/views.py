@@ -1,5 +1,19 @@
 """Two-view sampling for self-distillation: random crops of one scan, each augmented on its own.
 
+Where the views come from (`base_crop`):
+
+- shared (the public code's sampling, the default of `data.views`): one random `base_crop`
+  region of the scan is drawn first and every view is a random crop inside it. The SMIT code
+  takes two 96^3 views inside one 128^3 crop (MONAI `RandSpatialCropSamplesd` twice); the SMART
+  code sub-crops a shared base crop. Two views then overlap by a large, bounded fraction, so the
+  teacher's targets for one view can be predicted from the other: with independent crops of a
+  whole scan, two 64^3 views of the demo phantoms overlap ~20 % on average and the
+  distillation terms stayed at ln K where shared-base views learned (issue 12, measured).
+- independent (`base_crop=None`): each view is a random region of the whole scan.
+
+Local views (`local_views`, DINO's multi-crop): extra, smaller `local_crop_size` crops from the
+same base region (the whole scan when independent), seen by the student only.
+
 Per view: a random region of `crop_size * s` voxels, s ~ U(scale_jitter) per axis (a region
 larger than the scan is padded with the background value), resized back to `crop_size`
 (trilinear) when s != 1, flipped along each axis with probability `flip_prob`, then intensity
@@ -38,6 +52,10 @@ class ViewSampler:
         augment: scale jitter, flips and intensity ranges (`AugmentConfig`).
         num_views: views per call.
         view_probs: augmentation probabilities per view (default `VIEW_PROBS`).
+        base_crop: (D, H, W) of the shared region the views are drawn from; None = each view
+            anywhere in the scan (independent crops).
+        local_views: extra small crops per call (multi-crop; 0 = none).
+        local_crop_size: (D, H, W) of each local view.
 
     Example:
         >>> sampler = ViewSampler([64, 64, 64], AugmentConfig())
@@ -51,10 +69,21 @@ class ViewSampler:
         augment: AugmentConfig | None = None,
         num_views: int = 2,
         view_probs: Sequence[dict[str, float]] = VIEW_PROBS,
+        base_crop: Sequence[int] | None = None,
+        local_views: int = 0,
+        local_crop_size: Sequence[int] | None = None,
     ) -> None:
-        self.crop_size = tuple(int(s) for s in crop_size)
-        if len(self.crop_size) != 3 or min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be 3 positive sizes, got {list(crop_size)}")
+        self.crop_size = _size3(crop_size, "crop_size")
+        self.base_crop = None if base_crop is None else _size3(base_crop, "base_crop_size")
+        if self.base_crop is not None and any(b < c for b, c in zip(self.base_crop, self.crop_size)):
+            raise ValueError(
+                f"base_crop_size {list(self.base_crop)} must be at least crop_size "
+                f"{list(self.crop_size)} on every axis (the views are drawn inside it)"
+            )
+        if local_views < 0:
+            raise ValueError(f"local_views must be >= 0, got {local_views}")
+        self.local_views = int(local_views)
+        self.local_crop_size = _size3(local_crop_size or self.crop_size, "local_crop_size")
         self.augment = augment or AugmentConfig()
         self.num_views = num_views
         self.view_probs = list(view_probs)
@@ -62,28 +91,48 @@ class ViewSampler:
     def __call__(
         self, volume: np.ndarray, rng: np.random.Generator, background: float = 0.0
     ) -> list[torch.Tensor]:
-        """Views of `volume` (C, X, Y, Z), e.g. a memory map: a list of float32 (C, *crop_size).
+        """Global views of `volume` (C, X, Y, Z), e.g. a memory map: float32 (C, *crop_size) each.
 
         Each view draws from its own child generator, so view i depends only on `rng`'s seed
         and i, not on what the augmentations of the other views consumed."""
-        children = rng.spawn(self.num_views)
-        return [self.view(volume, children[i], i, background) for i in range(self.num_views)]
+        return self.sample(volume, rng, background)[0]
+
+    def sample(
+        self, volume: np.ndarray, rng: np.random.Generator, background: float = 0.0
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(global views, local views) of `volume`: `num_views` (C, *crop_size) and
+        `local_views` (C, *local_crop_size) float32 tensors, all inside one base region when
+        `base_crop` is set."""
+        extra = self.local_views + (self.base_crop is not None)
+        children = rng.spawn(self.num_views + extra)
+        region = volume
+        if self.base_crop is not None:
+            region = random_region(volume, self.base_crop, children[-1], background)
+        views = [self.view(region, children[i], i, background) for i in range(self.num_views)]
+        local = [
+            self.view(region, children[self.num_views + j], self.num_views + j, background,
+                      self.local_crop_size)
+            for j in range(self.local_views)
+        ]
+        return views, local
 
     def view(
-        self, volume: np.ndarray, rng: np.random.Generator, i: int, background: float = 0.0
+        self,
+        volume: np.ndarray,
+        rng: np.random.Generator,
+        i: int,
+        background: float = 0.0,
+        crop_size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
-        """The `i`-th view (its augmentation probabilities depend on `i`)."""
+        """The `i`-th view (its augmentation probabilities depend on `i`), `crop_size` (default
+        `self.crop_size`) voxels."""
         aug = self.augment
+        crop = crop_size or self.crop_size
         lo, hi = aug.scale_jitter
-        size = [
-            max(1, round(c * rng.uniform(lo, hi))) if hi > lo else round(c * lo)
-            for c in self.crop_size
-        ]
+        size = [max(1, round(c * rng.uniform(lo, hi))) if hi > lo else round(c * lo) for c in crop]
         x = torch.from_numpy(random_region(volume, size, rng, background))
-        if tuple(size) != self.crop_size:
-            x = F.interpolate(x[None], size=self.crop_size, mode="trilinear", align_corners=False)[
-                0
-            ]
+        if tuple(size) != crop:
+            x = F.interpolate(x[None], size=crop, mode="trilinear", align_corners=False)[0]
         flips = [d + 1 for d in range(3) if rng.random() < aug.flip_prob]
         if flips:
             x = torch.flip(x, flips)
@@ -108,6 +157,13 @@ class ViewSampler:
         if rng.random() < probs["gamma"]:
             x = adjust_gamma(x, float(rng.uniform(*aug.gamma)))
         return x
+
+
+def _size3(size: Sequence[int], name: str) -> tuple[int, int, int]:
+    out = tuple(int(s) for s in size)
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name} must be 3 positive sizes, got {list(size)}")
+    return out  # type: ignore[return-value]
 
 
 def random_region(

@@ -1,7 +1,8 @@
 """Read the demo's results back: headline metrics, per-case values, estimates and differences.
 
 Every number comes from the commands' own outputs under OUT/eval/<task>/<encoder>/
-(results.json, predictions.csv, per_case.csv, localize.csv, tumor_attention.csv).
+(results.json, predictions.csv, per_case.csv, localize.csv, tumor_attention.csv), and the
+pretraining runs' OUT/pretrain/<method>/metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from medmim.demo import stats
 from medmim.demo.config import TASKS, DemoConfig
 from medmim.demo.study import SCRATCH, encoder_specs
+from medmim.train.health import read_metrics
 
 #: the per-case value that scores each case-based task (localization: the tumor attention ratio,
 #: which moves before the Dice of a thresholded map does).
@@ -25,6 +28,17 @@ CASE_KEY = {"segment": "dice", "localize": "attention_ratio"}
 def results_of(out: Path, task: str, label: str) -> dict[str, Any] | None:
     path = out / "eval" / task / label / "results.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def pretrain_rows(out: Path, method: str) -> tuple[list[dict[str, Any]], float | None]:
+    """The metrics.jsonl rows of `method`'s pretraining run (empty when it has none) and ln K
+    from its config's `method.out_dim`, for runs that did not log `distill/ln_k`."""
+    run = out / "pretrain" / method
+    if not (run / "metrics.jsonl").is_file():
+        return [], None
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    k = ((cfg or {}).get("method") or {}).get("out_dim")
+    return read_metrics(run / "metrics.jsonl"), float(np.log(k)) if isinstance(k, int) and k > 1 else None
 
 
 def _localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, float]]:

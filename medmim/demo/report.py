@@ -4,7 +4,11 @@ Intervals are bootstrap intervals over the test cases (`medmim.demo.stats`); dif
 scratch are paired. With `noise_floor`, a second scratch run (the next seed: another random
 init, other folds and crops) gives the gap that chance alone produces, and a method's gap is
 called a difference only when its interval excludes zero AND it is larger than that gap.
-The full per-command tables and figures go to OUT/details.md (`medmim report`).
+The Pretraining section lists each method's `loss/*` terms (first value and last-10% mean) and
+the distillation health of every token family (`medmim.train.health.summarize`: entropy, CE
+against ln K, teacher cosines, verdict), read from the logged keys alone; families that stayed
+uniform or collapsed are named in the caveats. The full per-command tables and figures go to
+OUT/details.md (`medmim report`).
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medmim.demo import stats
-from medmim.demo.collect import Collected
+from medmim.demo.collect import Collected, pretrain_rows
 from medmim.demo.config import DemoConfig
 from medmim.demo.study import SCRATCH, SCRATCH2, TASK_TITLES
-from medmim.eval.report import format_value, markdown_table
+from medmim.eval.report import HEALTH_HEADER, format_value, health_rows, markdown_table
+from medmim.train.health import ONE_HOT, SAME_OUTPUT, UNIFORM, summarize
 
 DELTA_ROWS = (("linear", "test AUC"), ("finetune", "test AUC"),
               ("localize", "tumor attention ratio"), ("segment", "Dice"))
@@ -112,64 +118,55 @@ def differences(c: Collected) -> tuple[str, list[str]]:
     return markdown_table(header, rows), verdicts
 
 
-#: Reconstruction terms (scored against voxels); every other `loss/*` term of a distillation
-#: method is a cross-entropy against the teacher over K prototypes.
-RECONSTRUCTION_TERMS = ("mip", "amip", "rec", "recon", "mim")
-
-
-def pretrain_summary(out: Path, method: str) -> dict[str, dict[str, float]] | None:
-    """Per loss term of `method`'s run: first logged value, mean over the last 10% of the logged
-    steps and, for distillation terms, ln K (the cross-entropy of a uniform teacher and student).
-
-    A distillation term whose final value sits at ln K means the teacher's targets are still
-    close to uniform: the term has not yet given the student any signal, and only the
-    reconstruction terms have shaped the encoder.
-    """
-    import yaml
-
-    run = out / "pretrain" / method
-    if not (run / "metrics.jsonl").is_file():
-        return None
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+def _loss_rows(method: str, rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Each `loss/*` term of a run: first logged value and mean over the last 10% of the rows."""
     rows = [r for r in rows if any(k.startswith("loss/") for k in r)]
-    if not rows:
-        return None
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
-    k = (cfg.get("method") or {}).get("out_dim")
     tail = rows[-max(1, len(rows) // 10):]
-    summary = {}
-    for key in sorted({k for r in rows for k in r if k.startswith("loss/")}):
-        term = key.split("/", 1)[1]
-        values = [r[key] for r in tail if key in r]
+    out = []
+    for key in dict.fromkeys(k for r in rows for k in r if k.startswith("loss/")):
         first = next(r[key] for r in rows if key in r)
-        entry = {"first": float(first), "last": float(np.mean(values))}
-        if term not in RECONSTRUCTION_TERMS and k:
-            entry["ln_k"] = float(np.log(int(k)))
-        summary[term] = entry
-    return summary
+        last = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
+        out.append([display(method), key.split("/", 1)[1].upper(), format_value(first),
+                    format_value(float(np.mean(last)) if last else None)])
+    return out
 
 
-def pretraining_section(c: Collected) -> tuple[str, list[str]]:
-    """The loss table of every method (first value, last 10% mean, ln K) and the terms that
-    stayed at ln K (within 2%): their names go into the caveats."""
-    rows, flat = [], []
+def pretraining_section(c: Collected) -> tuple[str, dict[str, list[str]]]:
+    """The loss terms of every method (first value, last-10% mean), then each distillation
+    family's health (`medmim.train.health.summarize`: entropy, CE against ln K, teacher cosines,
+    verdict), and the families that did not learn by verdict ("uniform", "collapsed") for the
+    caveats."""
+    losses, health, stuck = [], [], {"uniform": [], "collapsed": []}
     for m in c.cfg.methods:
-        summary = pretrain_summary(c.out, m) or {}
-        for term, e in summary.items():
-            at_chance = "ln_k" in e and abs(e["last"] - e["ln_k"]) <= 0.02 * e["ln_k"]
-            if at_chance:
-                flat.append(f"{display(m)} {term.upper()}")
-            kind = "reconstruction" if "ln_k" not in e else (
-                "distillation: at ln K (uniform targets)" if at_chance else "distillation: below ln K")
-            rows.append([display(m), term.upper(), f"{e['first']:.3f}", f"{e['last']:.3f}",
-                         f"{e['ln_k']:.3f}" if "ln_k" in e else "–", kind])
-    if not rows:
-        return "", []
-    table = markdown_table(["method", "loss term", "first step", "last 10% of steps", "ln K", "reading"], rows)
-    return table, flat
+        rows, ln_k = pretrain_rows(c.out, m)
+        losses += _loss_rows(m, rows)
+        summary = summarize(rows, ln_k)
+        health += [[display(m), *row] for row in health_rows(summary)]
+        for h in summary.values():
+            if h.verdict in stuck:
+                stuck[h.verdict].append(f"{display(m)} {h.family}")
+    parts = [markdown_table(["method", "loss term", "first step", "last 10% of steps"], losses)] if losses else []
+    if health:
+        parts.append(markdown_table(["method", *HEALTH_HEADER], health))
+    return "\n\n".join(parts), stuck
 
 
-def caveats(c: Collected, verdicts: list[str], flat: list[str] | None = None) -> str:
+def _stuck_note(stuck: dict[str, list[str]]) -> str:
+    """A sentence on the distillation families that did not learn (empty when all did)."""
+    notes = []
+    if stuck.get("uniform"):
+        notes.append(f"{', '.join(stuck['uniform'])} kept near-uniform teacher targets (their CE "
+                     "at ln K), as at the start of any DINO/iBOT run, so those terms gave no signal yet")
+    if stuck.get("collapsed"):
+        notes.append(f"{', '.join(stuck['collapsed'])} collapsed (the same target for every scan), "
+                     "so those terms taught nothing that tells scans apart")
+    if not notes:
+        return ""
+    return (f" At this budget {'; '.join(notes)} (see Pretraining): the encoders were shaped by "
+            "their other loss terms.")
+
+
+def caveats(c: Collected, verdicts: list[str], stuck: dict[str, list[str]] | None = None) -> str:
     """What the numbers can and cannot show, partly computed from them."""
     n_better = sum(": better" in v for v in verdicts)
     n_worse = sum(": worse" in v for v in verdicts)
@@ -187,11 +184,7 @@ def caveats(c: Collected, verdicts: list[str], flat: list[str] | None = None) ->
         "of a 2.2 M-parameter Swin: minutes of CPU, where the papers train 5-40x larger models for "
         "hundreds of epochs on thousands of scans on GPUs. A pretrained encoder losing to scratch "
         "here says nothing about the method at scale; one winning says the code learns something "
-        "transferable, not how much." + (
-            f" At this budget {', '.join(flat)} stayed at ln K (see Pretraining): the teacher's "
-            "targets were still near uniform, as at the start of any DINO/iBOT run, so those "
-            "terms gave no signal yet and the encoders were shaped by masked-image "
-            "reconstruction alone." if flat else ""),
+        "transferable, not how much." + _stuck_note(stuck or {}),
         "- **Data.** The phantoms are synthetic (docs/phantoms.md): the malignancy labels follow "
         "the generator's rules, organs are ellipsoids and tubes. Rankings on phantoms need not "
         "hold on patients.",
@@ -256,7 +249,7 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
     c = Collected(cfg, out)
     roc_figures(c, out / "figures")
     table, verdicts = differences(c)
-    pre_table, flat = pretraining_section(c)
+    pre_table, stuck = pretraining_section(c)
     marker = out / "stages" / "data.json"
     n = json.loads(marker.read_text(encoding="utf-8"))["result"] if marker.is_file() else {}
     title = " vs ".join(display(m) for m in cfg.methods) + " vs no pretraining"
@@ -278,12 +271,16 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
          "so a star does not rule out seed noise, which at demo budgets is as large as most gaps "
          "(the default budget's last column measures it). Treat this run as a smoke test of the "
          "pipeline, not as a comparison."), "",
-        "## What these numbers can and cannot show", "", caveats(c, verdicts, flat), "",
+        "## What these numbers can and cannot show", "", caveats(c, verdicts, stuck), "",
         *(["## Pretraining", "",
-           "Each loss term at the first step and averaged over the last 10% of the logged steps. A "
-           "distillation term is a cross-entropy over K prototypes: ln K is its value when teacher "
-           "and student are uniform, where DINO-style training starts; it falls below ln K once "
-           "the teacher's targets carry information.", "", pre_table, ""] if pre_table else []),
+           "Each loss term at the first step and averaged over the last 10% of the logged steps, "
+           "then each distillation family (the token family a teacher-student cross-entropy over "
+           "K prototypes is taken on): its teacher's target entropy / ln K (1 = uniform), its CE "
+           "against ln K (the CE of uniform teacher and student, where DINO-style training "
+           "starts; it falls below ln K once the targets carry information), the teacher's "
+           "cosine across scans and across the two views of a scan, and a verdict: learning, "
+           f"uniform (entropy > {UNIFORM}) or collapsed (< {ONE_HOT}, or cosine across scans "
+           f"> {SAME_OUTPUT}: the same output for every scan).", "", pre_table, ""] if pre_table else []),
         "## Figures", "", *_figures(c, out), "",
         "## Run", "", run_log, "",
         "Every command's own tables and figures: [details.md](details.md). Settings: "

@@ -33,7 +33,11 @@ A command that writes no table or figure gives an empty list, never omits the ke
 
 `medmim report RUN_DIR... --out report.md` finds every `results.json` under each RUN_DIR (and
 the `metrics.jsonl` + `figures/*.png` of a pretraining run), then writes one comparison table
-per command with one column per result, followed by each result's tables and figures.
+per command with one column per result, followed by each result's tables and figures. A
+self-distillation pretraining run also gets a "Distillation health" table: per token family,
+the teacher's entropy / ln K at the start and over the last 10% of the logged steps, the
+distillation CE first and last against ln K, the teacher cosines across scans and across views,
+and a verdict, learning / uniform / collapsed (`medmim.train.health.summarize`).
 Numbers and tables are formatted by `medmim.eval.markdown`.
 """
 
@@ -52,6 +56,7 @@ import yaml
 from medmim import __version__
 from medmim.errors import DataError
 from medmim.eval.markdown import csv_as_markdown, format_value, markdown_table
+from medmim.train.health import ONE_HOT, SAME_OUTPUT, UNIFORM, FamilyHealth, read_metrics, summarize
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("command", "encoder", "metrics", "tables", "figures")
@@ -132,7 +137,8 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 @dataclass
 class RunResult:
-    """One column of the report: a results.json (or a pretraining run's last metrics)."""
+    """One column of the report: a results.json (or a pretraining run's last metrics and its
+    distillation health per token family)."""
 
     label: str
     folder: Path
@@ -141,30 +147,50 @@ class RunResult:
     metrics: dict[str, Any]
     tables: list[dict[str, str]] = field(default_factory=list)
     figures: list[dict[str, str]] = field(default_factory=list)
+    health: dict[str, FamilyHealth] = field(default_factory=dict)
 
 
 def _pretrain_result(run_dir: Path, label: str) -> RunResult | None:
-    """The last logged value of each scalar in `metrics.jsonl`, plus `figures/*.png`."""
+    """The last logged value of each scalar in `metrics.jsonl`, its distillation health, and
+    `figures/*.png`."""
     log = run_dir / "metrics.jsonl"
     if not log.is_file():
         return None
+    rows = read_metrics(log)
     last: dict[str, Any] = {}
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line of a running job
+    for row in rows:
         last.update({k: v for k, v in row.items() if isinstance(v, (int, float))})
     figures = [
         {"title": p.stem, "path": str(p.relative_to(run_dir))}
         for p in sorted((run_dir / "figures").glob("*.png"))
     ]
     encoder = {"spec": str(run_dir), "method": "", "backbone": ""}
+    cfg: dict[str, Any] = {}
     if (run_dir / "config.yaml").is_file():
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
         encoder["method"] = str((cfg.get("method") or {}).get("name", ""))
         encoder["backbone"] = str((cfg.get("model") or {}).get("name", ""))
-    return RunResult(label, run_dir, "pretrain", encoder, last, [], figures)
+    out_dim = (cfg.get("method") or {}).get("out_dim")
+    ln_k = math.log(out_dim) if isinstance(out_dim, int) and out_dim > 1 else None
+    return RunResult(label, run_dir, "pretrain", encoder, last, [], figures, summarize(rows, ln_k))
+
+
+HEALTH_HEADER = ["family", "teacher entropy / ln K: start → end", "distillation CE: first → end",
+                 "ln K", "teacher cos across scans", "teacher cos across views", "verdict"]
+
+
+def health_rows(health: dict[str, FamilyHealth]) -> list[list[str]]:
+    """One Markdown row per family under HEALTH_HEADER; "end" is the mean over the last 10% of
+    the logged steps."""
+    rows = []
+    for h in health.values():
+        note = "; CE above ln K" if h.ce_above_ln_k else ""
+        rows.append([
+            h.family, f"{format_value(h.entropy_start)} → {format_value(h.entropy_end)}",
+            f"{format_value(h.ce_first)} → {format_value(h.ce_end)}", format_value(h.ln_k),
+            format_value(h.cos_batch), format_value(h.cos_views), h.verdict + note,
+        ])
+    return rows
 
 
 def collect_results(run_dirs: list[str | Path]) -> list[RunResult]:
@@ -231,6 +257,11 @@ def render_report(
         parts += [f"## Comparison: {command}", "", comparison_table(group), ""]
     for r in results:
         parts += [f"## {r.label} ({r.command})", ""]
+        if r.health:
+            parts += ["### Distillation health", "", markdown_table(HEALTH_HEADER, health_rows(r.health)), "",
+                      f"Uniform: entropy / ln K > {UNIFORM} (the CE sits at ln K, no signal); "
+                      f"collapsed: < {ONE_HOT}, or the same output for every scan (cos across scans "
+                      f"> {SAME_OUTPUT}).", ""]
         for t in r.tables:
             path = r.folder / t["path"]
             if not path.is_file():

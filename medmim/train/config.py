@@ -13,7 +13,7 @@ decay, the last-layer freeze, the methods' own) is a pure function of the step o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from medmim.data.config import DataConfig
 
@@ -34,8 +34,15 @@ class OptimConfig:
     """AdamW with parameter groups, cosine LR with linear warm-up, weight-decay schedule.
 
     Attributes:
-        lr: peak learning rate after warm-up (absolute: not scaled by the batch size).
-        min_lr: learning rate at the last step (cosine decay from `lr`).
+        base_lr: the learning rate per 256 samples: with `lr_scaling="linear"` the peak learning
+            rate is `base_lr * global_batch / 256`, global_batch = `data.batch_size *
+            accumulate * world_size` (the DINO/iBOT rule, lr = 5e-4 x batch / 256: Caron et al.
+            2021, Sec. 4; Zhou et al. 2022). With `lr_scaling="none"` it is the peak itself.
+        lr_scaling: "linear" (default) or "none" (an absolute learning rate).
+        lr: the peak learning rate actually used. Leave it null: medmim resolves it from
+            `base_lr` at the start of the run, logs it and writes it into config.yaml. A value
+            set here is used as it is (absolute; `base_lr` and `lr_scaling` are then ignored).
+        min_lr: learning rate at the last step (cosine decay from `lr`; absolute, not scaled).
         warmup_epochs: linear warm-up from 0 to `lr`, in epochs (fractions allowed).
         warmup_steps: the warm-up in optimizer steps; when set (not null) it overrides
             `warmup_epochs`. For runs counted in steps (PUMIT: 25k tokenizer / 10k MIM steps),
@@ -56,7 +63,9 @@ class OptimConfig:
             parameter with `ndim <= 1` (norms, biases) and the method's `no_weight_decay()`.
     """
 
-    lr: float = 8e-4
+    base_lr: float = 5e-4
+    lr_scaling: str = "linear"
+    lr: Optional[float] = None
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0
     warmup_steps: int | None = None

@@ -70,7 +70,7 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
                 f"{s.run_dir}: {s.schedule.total_steps} steps ({s.steps_per_epoch}/epoch) x "
                 f"{cfg.data.batch_size} scans x {cfg.optim.accumulate} accumulated x "
                 f"{info.world_size} processes; {trained:,} trained parameters; {info.device}, "
-                f"{s.amp_dtype or torch.float32}"
+                f"{s.amp_dtype or torch.float32}; {s.lr_note}"
             )
             _train(s, monitor)
         finally:

@@ -5,11 +5,25 @@ metrics.jsonl has one JSON object per logged step: `step` (optimizer steps done)
 `loss`, the method's own logs (`loss/amip`, ...), `lr`, `wd`, `grad_norm`, `nonfinite/total`,
 `time/step_s` and `speed/samples_per_s`.
 
-Distillation methods also log `teacher/entropy/<family>` (the teacher's target entropy / ln K).
-Past a fifth of the run, if a family is still at >= 0.99 (uniform targets: its distillation
-loss at ln K carries no signal), train.log gets one warning that names them and what to change.
-"""
+Self-distillation methods also log, per token family `f` ("patch", "cls", "pooled", ...):
+`teacher/entropy/<f>` (the teacher's target entropy / ln K, 1 = uniform), `distill/ce/<f>` (the
+unweighted distillation CE), `teacher/cos_batch/<f>` (teacher cosine across the scans of a batch,
+near 1 = the same output for every scan), `teacher/cos_views/<f>` (across the two views of a
+scan, global families) and `distill/ln_k`. The distillation health check
+(`medmim.train.health.HealthCheck`) reads every logged row and writes ONE warning per family and
+kind to train.log when, for a fifth of the run:
 
+- a family stays uniform (entropy > 0.95): "the teacher's '<f>' targets have been near uniform
+  ...", naming optim.lr_scaling / optim.base_lr, data.views=shared, method.teacher_temp /
+  method.warmup_teacher_temp, method.momentum_start and method.centering=sinkhorn;
+- a family collapses (entropy < 0.05, or cos_batch > 0.99 with non-uniform targets): "the
+  teacher's '<f>' targets have collapsed ...", naming the teacher temperature,
+  method.centering=sinkhorn and method.koleo_weight;
+
+and once per family when its CE, averaged over the last logged rows, ends above 1.02 ln K: "the
+'<f>' distillation CE (...) is above ln K". A learning run (entropy falling, cos_views above
+cos_batch) gets none of them.
+"""
 from __future__ import annotations
 
 import json
@@ -18,12 +32,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from medmim.train.health import HealthCheck
+
 log = logging.getLogger("medmim.train")
 
 METRICS_FILE = "metrics.jsonl"
-#: `teacher/entropy/*` (entropy / ln K) at or above this past a fifth of a run triggers the
-#: near-uniform-targets warning.
-UNIFORM_TARGETS = 0.99
 LOG_FILE = "train.log"
 
 
@@ -45,7 +58,7 @@ class Monitor:
         self.enabled = enabled
         self.run_dir = run_dir
         self.total_steps = total_steps
-        self._warned_uniform = False
+        self.health = HealthCheck(total_steps, start_step)
         self._bar: Any = None
         self._writer: Any = None
         self._handler: logging.Handler | None = None
@@ -102,36 +115,18 @@ class Monitor:
                 self._writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
         text = " ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
         self._write(f"step {step} {text}")
-        self._check_targets(step, scalars)
-
-    def _check_targets(self, step: int, scalars: dict[str, float]) -> None:
-        """Warn once when, past a fifth of the run, a distillation's teacher targets are still
-        near uniform (`teacher/entropy/<family>` >= UNIFORM_TARGETS of ln K)."""
-        if self._warned_uniform or step < max(1, self.total_steps // 5):
-            return
-        uniform = {k.rsplit("/", 1)[-1]: v for k, v in scalars.items()
-                   if k.startswith("teacher/entropy/") and math.isfinite(v) and v >= UNIFORM_TARGETS}
-        if not uniform:
-            return
-        self._warned_uniform = True
-        values = ", ".join(f"{k} {v:.3f}" for k, v in uniform.items())
-        log.warning(
-            "step %d: the teacher's targets are still near uniform (entropy / ln K: %s), so "
-            "these distillation losses sit at ln K and give the student no signal yet. "
-            "DINO-style runs start this way and need many steps (thousands at the papers' "
-            "scale) to leave it. If it persists, train longer, or sharpen the teacher (lower "
-            "method.teacher_temp and method.warmup_teacher_temp) or use a smaller "
-            "method.out_dim.", step, values)
+        for message in self.health.update(step, scalars):
+            self._write(message, logging.WARNING)
 
     def info(self, message: str) -> None:
         """A line in train.log (and the console) that does not break the bar."""
         if self.enabled:
             self._write(message)
 
-    def _write(self, message: str) -> None:
+    def _write(self, message: str, level: int = logging.INFO) -> None:
         if self._bar is not None and not self._bar.disable:
             self._bar.clear()
-        log.info(message)
+        log.log(level, message)
         if self._bar is not None and not self._bar.disable:
             self._bar.refresh()
 

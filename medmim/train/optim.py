@@ -44,7 +44,8 @@ class Schedule:
     @classmethod
     def from_config(cls, optim: Any, steps_per_epoch: int, total_steps: int) -> Schedule:
         """Build from an `OptimConfig` (epochs converted to steps; `warmup_steps`, when set,
-        overrides `warmup_epochs`)."""
+        overrides `warmup_epochs`). `optim.lr` should be resolved first (`resolve_lr`); when
+        it is null, `base_lr` scaled to a batch of 1 is used."""
         warmup_steps = getattr(optim, "warmup_steps", None)
         if warmup_steps is None:
             warmup_steps = round(float(optim.warmup_epochs) * steps_per_epoch)
@@ -52,7 +53,8 @@ class Schedule:
             total_steps=total_steps,
             warmup_steps=int(warmup_steps),
             freeze_steps=round(float(optim.freeze_last_layer_epochs) * steps_per_epoch),
-            lr=float(optim.lr), min_lr=float(optim.min_lr),
+            lr=resolve_lr(optim, 1) if optim.lr is None else float(optim.lr),
+            min_lr=float(optim.min_lr),
             wd=float(optim.weight_decay), wd_end=float(optim.weight_decay_end),
         )
 
@@ -66,6 +68,44 @@ class Schedule:
 
     def last_layer_frozen(self, step: int) -> bool:
         return step < self.freeze_steps
+
+
+#: `optim.lr_scaling` values.
+LR_SCALINGS = ("linear", "none")
+#: the reference batch of the linear scaling rule.
+LR_REFERENCE_BATCH = 256
+
+
+def resolve_lr(optim: Any, global_batch: int) -> float:
+    """The run's peak learning rate from an `OptimConfig` and the global batch.
+
+    `optim.lr`, when set, is used as it is; otherwise `base_lr * global_batch / 256` with
+    `lr_scaling="linear"` (DINO/iBOT: 5e-4 x 8 / 256 = 1.5625e-5 at a batch of 8) or `base_lr`
+    with `lr_scaling="none"`.
+
+    Args:
+        optim: the `optim` section.
+        global_batch: samples per optimizer step over all processes (`data.batch_size *
+            optim.accumulate * world_size`).
+
+    Raises:
+        ConfigError: an unknown `lr_scaling`, a negative rate or a batch below 1.
+    """
+    if getattr(optim, "lr", None) is not None:
+        lr = float(optim.lr)
+    else:
+        scaling = str(optim.lr_scaling)
+        if scaling not in LR_SCALINGS:
+            raise ConfigError(
+                f"optim.lr_scaling='{scaling}' is unknown; use 'linear' (base_lr x batch / 256) "
+                "or 'none' (base_lr is the learning rate itself)"
+            )
+        if global_batch < 1:
+            raise ConfigError(f"the global batch must be >= 1, got {global_batch}")
+        lr = float(optim.base_lr) * (global_batch / LR_REFERENCE_BATCH if scaling == "linear" else 1.0)
+    if not lr >= 0:
+        raise ConfigError(f"the learning rate must be >= 0, got {lr} (optim.base_lr / optim.lr)")
+    return lr
 
 
 def param_groups(
@@ -99,14 +139,15 @@ def param_groups(
 
 
 def build_optimizer(module: nn.Module, optim: Any) -> torch.optim.AdamW:
-    """AdamW over `param_groups(module)` from an `OptimConfig`; lr and wd are set per step."""
+    """AdamW over `param_groups(module)` from an `OptimConfig`; lr and wd are set per step
+    (`apply_schedule`), so the optimizer starts at lr 0."""
     groups = [g for g in param_groups(module, optim.no_decay_keys) if g["params"]]
     if not groups:
         raise ConfigError("the method has no trainable parameters (all requires_grad=False)")
     betas = tuple(float(b) for b in optim.betas)
     if len(betas) != 2:
         raise ConfigError(f"optim.betas must be two numbers, got {list(betas)}")
-    return torch.optim.AdamW(groups, lr=float(optim.lr), betas=betas)  # type: ignore[arg-type]
+    return torch.optim.AdamW(groups, lr=0.0, betas=betas)  # type: ignore[arg-type]
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from medmim import __version__
@@ -27,7 +27,7 @@ from medmim.registry import METHODS
 from medmim.train import checkpoint as ck
 from medmim.train.config import RunConfig
 from medmim.train.distributed import DistInfo, broadcast_object, gather_objects, wrap_ddp
-from medmim.train.optim import Schedule, build_optimizer
+from medmim.train.optim import LR_REFERENCE_BATCH, Schedule, build_optimizer, resolve_lr
 from medmim.train.run_dir import (
     CKPT_DIR,
     CONFIG_FILE,
@@ -56,6 +56,7 @@ class Session:
         method: the bare method (state_dict, hooks, parameters).
         step: optimizer steps done.
         nonfinite_total, nonfinite_row: skipped steps, in total and in a row now.
+        lr_note: the resolved peak learning rate and where it came from, for train.log.
     """
 
     cfg: Any
@@ -74,6 +75,7 @@ class Session:
     step: int = 0
     nonfinite_total: int = 0
     nonfinite_row: int = 0
+    lr_note: str = ""
 
     def sampler_state(self) -> dict[str, int]:
         """The data position of `step` and the layout it depends on."""
@@ -166,6 +168,7 @@ def _on_main(info: DistInfo, fn: Callable[[], Any]) -> None:
 def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: Any = None) -> Session:
     """Check, build (or restore) everything of a run before its first step."""
     run_dir = Path(cfg.output_dir) / cfg.name
+    lr_note = _resolve_lr(cfg, info)
     _on_main(info, lambda: check_run_dir(run_dir, bool(cfg.resume)))
     if cfg.resume:
         _on_main(info, lambda: check_resume_config(run_dir, to_dict(cfg)))
@@ -196,7 +199,7 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
     session = Session(
         cfg, info, run_dir, dataset, method, method, build_optimizer(method, cfg.optim),
         torch.amp.GradScaler(info.device.type, enabled=amp is torch.float16),
-        Schedule.from_config(cfg.optim, spe, total), loader, sampler, spe, amp,
+        Schedule.from_config(cfg.optim, spe, total), loader, sampler, spe, amp, lr_note=lr_note,
     )
     if cfg.resume:
         session.restore()
@@ -209,6 +212,21 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
         OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
         ck.remove_stale_temps(run_dir / CKPT_DIR)
     return session
+
+
+def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
+    """Write the peak learning rate into `cfg.optim.lr` (saved in config.yaml); return a line
+    for train.log that says where it came from."""
+    batch = int(cfg.data.batch_size) * int(cfg.optim.accumulate) * info.world_size
+    how = (
+        "optim.lr, as given" if cfg.optim.lr is not None
+        else f"optim.base_lr {float(cfg.optim.base_lr):g} x {batch} / {LR_REFERENCE_BATCH}"
+        if cfg.optim.lr_scaling == "linear" else "optim.base_lr, lr_scaling=none"
+    )
+    lr = resolve_lr(cfg.optim, batch)
+    with open_dict(cfg):
+        cfg.optim.lr = lr
+    return f"peak learning rate {lr:.4g} at a global batch of {batch} ({how})"
 
 
 def _build_method(cfg: DictConfig, info: DistInfo, dataset: Any, method: Any, spe: int,

@@ -112,3 +112,55 @@ def test_gamma_and_contrast() -> None:
     c = adjust_contrast(x, 1.5)
     assert c.min() >= x.min() and c.max() <= x.max() and c.std() > x.std()
     assert torch.allclose(adjust_contrast(x, 1.0), x, atol=1e-6)
+
+
+def _locate(volume: np.ndarray, view: torch.Tensor) -> np.ndarray:
+    """Start corner of an unaugmented view inside `volume` (values are unique floats)."""
+    return np.argwhere(volume[0] == view[0, 0, 0, 0].item())[0]
+
+
+def test_shared_views_lie_inside_one_base_crop() -> None:
+    volume = np.arange(80 * 80 * 80, dtype=np.float32).reshape(1, 80, 80, 80)
+    base, crop = (24, 24, 24), (16, 16, 16)
+    sampler = ViewSampler(crop, NO_AUG, num_views=2, base_crop=base)
+    spans = []
+    for seed in range(30):
+        starts = [_locate(volume, v) for v in sampler(volume, np.random.default_rng(seed))]
+        lo, hi = np.min(starts, axis=0), np.max(starts, axis=0) + np.array(crop)
+        assert np.all(hi - lo <= np.array(base)), (seed, starts)  # both inside one 24^3 region
+        spans.append(hi - lo)
+    # independent crops of an 80^3 scan spread far wider than a 24^3 base
+    indep = ViewSampler(crop, NO_AUG, num_views=2)
+    wide = [np.ptp([_locate(volume, v) for v in indep(volume, np.random.default_rng(s))], axis=0)
+            for s in range(30)]
+    assert np.max(wide) > 24 and np.max(spans) <= 24
+
+
+def test_local_views_come_from_the_base_crop_with_their_own_size() -> None:
+    volume = np.arange(64 * 64 * 64, dtype=np.float32).reshape(1, 64, 64, 64)
+    sampler = ViewSampler((16, 16, 16), NO_AUG, 2, base_crop=(24, 24, 24), local_views=3,
+                          local_crop_size=(8, 8, 8))
+    views, local = sampler.sample(volume, np.random.default_rng(1))
+    assert [v.shape[1:] for v in views] == [torch.Size([16, 16, 16])] * 2
+    assert [v.shape[1:] for v in local] == [torch.Size([8, 8, 8])] * 3
+    starts = np.array([_locate(volume, v) for v in views + local])
+    ends = starts + np.array([[16] * 3] * 2 + [[8] * 3] * 3)
+    assert np.all(ends.max(axis=0) - starts.min(axis=0) <= 24)
+    again = sampler.sample(volume, np.random.default_rng(1))
+    assert all(torch.equal(a, b) for a, b in zip(views + local, again[0] + again[1]))
+
+
+def test_base_crop_smaller_than_the_view_is_refused() -> None:
+    with pytest.raises(ValueError, match="base_crop_size"):
+        ViewSampler((16, 16, 16), NO_AUG, base_crop=(12, 16, 16))
+
+
+def test_view_geometry_from_the_data_config() -> None:
+    from medmim.data.config import DataConfig, view_geometry
+    from medmim.errors import ConfigError
+
+    shared = view_geometry(DataConfig(crop_size=[96, 96, 96]))
+    assert shared == {"base_crop": [128, 128, 128], "local_views": 0, "local_crop_size": [48, 48, 48]}
+    assert view_geometry(DataConfig(views="independent"))["base_crop"] is None
+    with pytest.raises(ConfigError, match="Did you mean 'shared'"):
+        view_geometry(DataConfig(views="shard"))

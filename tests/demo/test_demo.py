@@ -207,26 +207,29 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.Captur
     assert json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))["metrics"] == linear
 
 
-def test_pretraining_summary_flags_terms_at_ln_k(tmp_path: Path) -> None:
+def test_pretraining_section_shows_distillation_health(tmp_path: Path) -> None:
     from medmim.demo.collect import Collected
-    from medmim.demo.report import pretrain_summary, pretraining_section
+    from medmim.demo.report import caveats, pretraining_section
     from medmim.demo.study import nodule_groups
 
     run = tmp_path / "pretrain" / "smart"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("method:\n  out_dim: 256\n", encoding="utf-8")
     ln_k = float(np.log(256))
-    rows = [{"step": s, "loss/amip": 0.4 - 0.01 * s, "loss/aitd": ln_k + 0.001 * (-1) ** s,
-             "loss/gitd": 5.0 - 0.1 * s} for s in range(1, 21)]
+    rows = [{"step": s, "loss/rec": 0.4 - 0.01 * s, "loss/glob": ln_k, "distill/ce/patch": ln_k,
+             "teacher/entropy/patch": 0.999, "distill/ce/cls": 5.0 - 0.1 * s,
+             "teacher/entropy/cls": 1.0 - 0.03 * s, "teacher/cos_batch/cls": 0.2,
+             "teacher/cos_views/cls": 0.8} for s in range(1, 21)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    summary = pretrain_summary(tmp_path, "smart")
-    assert "ln_k" not in summary["amip"] and summary["amip"]["first"] == pytest.approx(0.39)
-    assert summary["amip"]["last"] == pytest.approx(0.2, abs=0.011)
-    assert summary["aitd"]["ln_k"] == pytest.approx(ln_k)
     cfg = demo_config("tiny", ["methods=[smart]"])
-    table, flat = pretraining_section(Collected(cfg, tmp_path))
-    assert flat == ["SMART AITD"]  # GITD fell below ln K, AMIP is a reconstruction term
-    assert "at ln K" in table and "below ln K" in table
+    c = Collected(cfg, tmp_path)
+    table, stuck = pretraining_section(c)
+    assert stuck == {"uniform": ["SMART patch"], "collapsed": []}
+    assert "| SMART | REC | 0.390 | 0.205 |" in table  # first, mean of the last 2 of 20 rows
+    assert "| SMART | patch | 0.999 → 0.999 | 5.545 → 5.545 | 5.545 | – | – | uniform |" in table
+    assert "| SMART | cls | 0.970 → 0.415 | 4.900 → 3.050 | 5.545 | 0.200 | 0.800 | learning |" in table
+    assert "SMART patch kept near-uniform teacher targets" in caveats(c, [], stuck)
+    assert "At this budget" not in caveats(c, [], {"uniform": [], "collapsed": []})
     # folds keep a phantom's nodules together unless too few phantoms per fold
     assert nodule_groups(demo_config("default"), 5) == "phantom"
     assert nodule_groups(demo_config("tiny"), 2) == "none"

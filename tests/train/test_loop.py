@@ -110,3 +110,14 @@ def test_mixed_precision_and_compile_flag(tmp_path: Path, monkeypatch) -> None:
     assert rows(fp16)[0]["grad_norm"] is None and [r["amp/scale"] for r in rows(fp16)] == [2.0**15] * 3
     assert [r["nonfinite/total"] for r in rows(fp16)] == [0, 0, 0]  # not counted as a bad step
     assert torch.load(fp16 / "checkpoints" / "last.ckpt", weights_only=True)["scaler"]["scale"] == 2.0**15
+
+
+def test_lr_is_scaled_by_the_global_batch_and_saved(tmp_path: Path) -> None:
+    """optim.lr null: base_lr x batch x accumulate / 256, logged, written into config.yaml."""
+    from omegaconf import OmegaConf
+
+    run = pretrain(toy_config(tmp_path, "optim.lr=null", "optim.base_lr=0.128", "optim.accumulate=2",
+                              "optim.warmup_epochs=0", "train.max_steps=6"), dataset=ToyVolumes())
+    assert OmegaConf.load(run / "config.yaml").optim.lr == pytest.approx(0.128 * 4 / 256)
+    assert rows(run)[0]["lr"] == pytest.approx(0.128 * 4 / 256)  # step 0, no warm-up: the peak
+    assert "peak learning rate 0.002 at a global batch of 4 (optim.base_lr 0.128 x 4 / 256)" in (run / "train.log").read_text(encoding="utf-8")

@@ -101,3 +101,26 @@ def test_clip_gradients_global_and_per_param() -> None:
     assert math.isnan(float(clip_gradients([a], 0.0, "global")))
     with pytest.raises(ConfigError, match="clip_mode"):
         clip_gradients([b], 1.0, "norm")
+
+
+@pytest.mark.parametrize(
+    ("batch", "accumulate", "world", "expected"),
+    [(1, 1, 1, 5e-4 / 256), (8, 1, 1, 1.5625e-5), (256, 1, 1, 5e-4), (4, 2, 4, 5e-4 * 32 / 256)],
+)
+def test_linear_lr_scaling(batch: int, accumulate: int, world: int, expected: float) -> None:
+    from medmim.train.config import OptimConfig
+    from medmim.train.optim import resolve_lr
+
+    optim = OptimConfig(base_lr=5e-4, accumulate=accumulate)
+    assert resolve_lr(optim, batch * accumulate * world) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_scaling_none_and_absolute_lr() -> None:
+    from medmim.errors import ConfigError
+    from medmim.train.config import OptimConfig
+    from medmim.train.optim import resolve_lr
+
+    assert resolve_lr(OptimConfig(base_lr=1e-3, lr_scaling="none"), 64) == 1e-3
+    assert resolve_lr(OptimConfig(base_lr=1e-3, lr=2e-4), 64) == 2e-4  # lr given: used as is
+    with pytest.raises(ConfigError, match="lr_scaling"):
+        resolve_lr(OptimConfig(lr_scaling="sqrt"), 8)
