@@ -11,11 +11,17 @@
 
 The views of a batch run as one concatenated batch (V*B, C, D, H, W) through each network: view
 v is rows [v*B, (v+1)*B). `chunk(V)` splits any per-row result back into views.
+
+Collapse guards shared by every method (options of `SelfDistillation`): Sinkhorn-Knopp teacher
+targets (`centering`), the KoLeo regulariser (`koleo_weight`, `loss/koleo`), DINO multi-crop
+(`batch["local_views"]`: smaller crops that only the student sees, unmasked, which join the
+cross-view losses as extra student views) and the health statistics in `log_common`.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +32,7 @@ from medmim.errors import ConfigError
 from medmim.heads.mip import MIPHead
 from medmim.heads.projection import ProjectionHead
 from medmim.losses.distill import DistillationLoss
+from medmim.losses.koleo import KoLeoLoss
 from medmim.losses.masked_l1 import MaskedL1Loss
 from medmim.masking.utils import mask_to_voxels
 from medmim.methods.base import PretrainMethod
@@ -81,6 +88,18 @@ def views_of(batch: Mapping[str, Any]) -> tuple[Tensor, int]:
     return torch.cat(list(views), dim=0), len(views)
 
 
+def local_views_of(batch: Mapping[str, Any], batch_size: int) -> Tensor | None:
+    """`batch["local_views"]` (DINO multi-crop) concatenated: (L*B, C, d, h, w), or None if absent."""
+    local = batch.get("local_views")
+    if local is None or len(local) == 0:
+        return None
+    if isinstance(local, Tensor) or any(v.shape != local[0].shape for v in local):
+        raise ValueError("batch['local_views'] must be a list of equally shaped (B, C, d, h, w) crops")
+    if len(local[0]) != batch_size:
+        raise ValueError(f"batch['local_views'] holds {len(local[0])} samples per crop, the views {batch_size}")
+    return torch.cat(list(local), dim=0)
+
+
 class LossTerms:
     """The weighted sum of named loss terms; a term of weight 0 is not even computed.
 
@@ -126,6 +145,11 @@ class SelfDistillation(PretrainMethod):
             tau_t 0.04 -> 0.07 over 30 epochs (`DistillationLoss`; the warm-up in epochs).
         center_momentum: 0.9.
         momentum_start, momentum_end: the teacher's EMA momentum, cosine 0.996 -> 1 per step.
+        centering: teacher targets, "center" (centred softmax, the papers') or "sinkhorn"
+            (Sinkhorn-Knopp, DINOv2; see `medmim.losses.distill`).
+        koleo_weight: weight of the KoLeo regulariser on the student's backbone embedding of
+            each global view, summed over the views (DINOv2: 0.1 on the [CLS]); 0 = off.
+        koleo_token: its token: "cls", "pooled", or "auto" (the [CLS] if the backbone has one).
     """
 
     def __init__(
@@ -148,6 +172,9 @@ class SelfDistillation(PretrainMethod):
         center_momentum: float = 0.9,
         momentum_start: float = 0.996,
         momentum_end: float = 1.0,
+        centering: str = "center",
+        koleo_weight: float = 0.0,
+        koleo_token: str = "auto",
     ) -> None:
         super().__init__(context)
         head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
@@ -161,11 +188,15 @@ class SelfDistillation(PretrainMethod):
         warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
         self.losses = nn.ModuleDict(
             {
-                f: DistillationLoss(out_dim, student_temp, teacher_temp, warmup_teacher_temp, warmup, 0, center_momentum)
+                f: DistillationLoss(out_dim, student_temp, teacher_temp, warmup_teacher_temp, warmup, 0,
+                                    center_momentum, centering=centering)
                 for f in families
             }
         )
         self.momentum = (float(momentum_start), float(momentum_end))
+        self.koleo_weight = float(koleo_weight)
+        self.koleo_token = _koleo_token(koleo_token, has_attention(backbone))
+        self.koleo_loss = KoLeoLoss()
 
     @property
     def encoder(self) -> nn.Module:
@@ -189,11 +220,35 @@ class SelfDistillation(PretrainMethod):
         """The teacher backbone's features of `x` (no gradient), `mask` replaced by ITS mask token."""
         return self.teacher["backbone"](x, mask)
 
+    def local_features(self, batch: Mapping[str, Any], batch_size: int) -> Features:
+        """The student backbone's features of the batch's local crops (unmasked), {} if none.
+
+        Raises:
+            ConfigError: the backbone cannot take crops of that size (the message says which).
+        """
+        x = local_views_of(batch, batch_size)
+        if x is None:
+            return {}
+        try:
+            self.encoder.mask_grid(x.shape)
+        except ValueError as err:
+            raise ConfigError(
+                f"local crops {tuple(x.shape[-3:])} do not fit the backbone: {err}. Set the data "
+                f"section's local crop size to such a multiple, or turn the local views off"
+            ) from err
+        return self.student["backbone"](x)
+
     def global_distillation(
-        self, family: str, head: str, student: Tensor, teacher: Tensor, views: int, step: int
+        self, family: str, head: str, student: Tensor, teacher: Tensor, views: int, step: int,
+        local: Tensor | None = None,
     ) -> Tensor:
-        """Cross-view CE of global tokens (ITD / AITD / GITD): (V*B, C) student and teacher tokens."""
-        s = self.student[head](student).chunk(views)
+        """Cross-view CE of global tokens (ITD / AITD / GITD): (V*B, C) student and teacher tokens,
+        and optionally (L*B, C) student tokens of L local crops (extra student views)."""
+        if local is None:
+            s = self.student[head](student).chunk(views)
+        else:
+            crops = views + len(local) // (len(student) // views)
+            s = self.student[head](torch.cat([student, local])).chunk(crops)
         with torch.no_grad():
             t = self.teacher[head](teacher).chunk(views)
         return self.losses[family].global_loss(list(s), list(t), step)
@@ -213,18 +268,43 @@ class SelfDistillation(PretrainMethod):
             t = self.teacher[head](teacher, tokens="patch").chunk(views)
         return self.losses[family].patch_loss(list(s.chunk(views)), list(t), list(mask.chunk(views)), step)
 
+    def koleo(self, student: Features, views: int) -> Tensor:
+        """KoLeo of the student's `koleo_token` (V*B, C), summed over the V global views (DINOv2)."""
+        return sum(self.koleo_loss(z) for z in student[self.koleo_token].chunk(views))
+
     def log_common(self, step: int, mask: Tensor, hints: Tensor | None) -> dict[str, Any]:
-        """mask/ratio (fraction masked), mask/hints (fraction revealed), teacher momentum and temp,
-        and `teacher/entropy/<family>`: each distillation's target entropy / ln K (1 = uniform)."""
+        """Masking, teacher and distillation health logs of the step.
+
+        Keys: mask/ratio (fraction masked), mask/hints (fraction revealed), teacher/momentum,
+        teacher/temp, distill/ln_k (ln K, the CE of uniform targets); per token family f whose
+        loss ran: teacher/entropy/<f> (target entropy / ln K, 1 = uniform), distill/ce/<f> (its
+        unweighted CE), teacher/cos_batch/<f> (mean cosine of the teacher's logits between
+        different samples of a view, patch logits averaged over tokens; ~1 = collapse; absent
+        for B = 1) and, for global families, teacher/cos_views/<f> (between views 1 and 2 of
+        the same sample; learning = clearly above cos_batch).
+        """
         logs: dict[str, Any] = {"mask/ratio": mask.float().mean().detach()}
         if hints is not None:
             logs["mask/hints"] = hints.float().mean().detach()
         logs["teacher/momentum"] = self.momentum_at(step)
-        logs["teacher/temp"] = next(iter(self.losses.values())).teacher_temp(step)
+        first = next(iter(self.losses.values()))
+        logs["teacher/temp"] = first.teacher_temp(step)
+        logs["distill/ln_k"] = math.log(first.center.shape[-1])
         for family, loss in self.losses.items():
             if loss.teacher_entropy is not None:
                 logs[f"teacher/entropy/{family}"] = loss.teacher_entropy
+            for key, value in loss.stats.items():
+                logs[f"distill/ce/{family}" if key == "ce" else f"teacher/{key}/{family}"] = value
         return logs
+
+
+def _koleo_token(token: str, has_cls: bool) -> str:
+    """The backbone feature KoLeo reads: "auto" -> "cls" if the backbone has one, else "pooled"."""
+    if token not in ("auto", "cls", "pooled"):
+        raise ConfigError(f"method.koleo_token='{token}' is not one of ['auto', 'cls', 'pooled']")
+    if token == "cls" and not has_cls:
+        raise ConfigError("method.koleo_token=cls needs a backbone with a [CLS]; use koleo_token=pooled")
+    return ("cls" if has_cls else "pooled") if token == "auto" else token
 
 
 def mip_heads(backbone: nn.Module) -> dict[str, nn.Module]:

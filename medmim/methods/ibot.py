@@ -13,7 +13,10 @@ One step, both views as one batch:
 
 Head: one DINO head for [CLS] and patch tokens with a shared last layer and a trainable
 weight-norm magnitude (`share_last_layer=True`, `norm_last_layer=False`: iBOT's ViT-S recipe,
-as the AttMask code). iBOT's local crops are not used (the 3D pipelines have two global views).
+as the AttMask code). iBOT's local crops are optional: when the batch carries
+`batch["local_views"]` (smaller crops), the student sees them unmasked and their global token
+joins L_[CLS] as extra student views (iBOT / DINO multi-crop); L_MIM stays on the global views.
+Sinkhorn-Knopp targets and a KoLeo term `loss/koleo` are options (`SelfDistillation`, off).
 
 Any backbone with a global token works: `global_token="cls"` (a ViT's [CLS], a Swin's SA
 [CLS]) or "pooled" (its pooled token, which must then be as wide as the patch tokens, e.g. a
@@ -94,11 +97,13 @@ class IBOT(SelfDistillation):
         masks = self.masker(grid, len(x), attn=t.get("attn"), device=x.device)
         mask = masks.mask
         s = self.student["backbone"](x, mask)
+        local = self.local_features(batch, len(x) // views)  # multi-crop: {} without local views
 
         key, terms = self.global_token, LossTerms()
         terms.add("cls", self.weights["cls"], lambda: self.global_distillation(
-            "cls", "head", s[key], t[key], views, step))
+            "cls", "head", s[key], t[key], views, step, local.get(key)))
         terms.add("patch", self.weights["patch"], lambda: self.patch_distillation(
             "patch", "head", s["patch"], t["patch"], mask, views, step))
+        terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, masks.hints)}
         return StepOutput(terms.total, logs, visuals(x, mask, None, t.get("attn")))

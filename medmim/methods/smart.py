@@ -20,6 +20,11 @@ One step (sections 3.2-3.4, Fig. 2), both views as one batch:
      student v and v vs u); GITD (eq. 4): the same for the pooled token.
    Separate centres for the SA [CLS], the pooled token and the patch tokens.
 
+Options shared with SMIT and iBOT (`SelfDistillation`, off by default): Sinkhorn-Knopp teacher
+targets, a KoLeo term `loss/koleo`, and DINO multi-crop: `batch["local_views"]` crops run through
+the student unmasked and add their SA [CLS] to AITD and their pooled token to GITD as extra student
+views; AMPD and AMIP stay on the two global views.
+
 Heads: the [CLS] and the patch tokens share one DINO MLP with separate last layers (as the
 public code's student); the pooled token has its own head, because after stage 4 it is twice as
 wide. Teacher tau_t: 0.04 -> 0.07 over `teacher_temp_warmup_epochs` (30, SMIT's value; the SMART
@@ -162,6 +167,7 @@ class SMART(SelfDistillation):
         masks = self.masker(grid, len(x), attn=t.get("attn"), device=x.device)
         mask = masks.mask
         s = self.student["backbone"](x, mask)
+        local = self.local_features(batch, len(x) // views)  # multi-crop: {} without local views
 
         w, terms, recon = self.weights, LossTerms(), None
         if w["amip"]:
@@ -170,8 +176,9 @@ class SMART(SelfDistillation):
         terms.add("ampd", w["ampd"], lambda: self.patch_distillation(
             "patch", "head", s["patch"], t["patch"], mask, views, step))
         terms.add("aitd", w["aitd"], lambda: self.global_distillation(
-            "cls", "head", s["cls"], t["cls"], views, step))
+            "cls", "head", s["cls"], t["cls"], views, step, local.get("cls")))
         terms.add("gitd", w["gitd"], lambda: self.global_distillation(
-            "pooled", "head_pooled", s["pooled"], t["pooled"], views, step))
+            "pooled", "head_pooled", s["pooled"], t["pooled"], views, step, local.get("pooled")))
+        terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, masks.hints)}
         return StepOutput(terms.total, logs, visuals(x, mask, recon, t.get("attn")))

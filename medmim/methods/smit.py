@@ -22,6 +22,11 @@ the first 30 epochs (paper), centre momentum 0.9 (code).
 The public code's bugs are not reproduced (see medmim.models.ema): the teacher starts as a copy
 of the student, the EMA momentum follows its cosine 0.996 -> 1, the teacher has no drop-path.
 The backbone is built without the SMART semantic-attention block (`sa_depth=0`).
+
+Options shared with SMART and iBOT (`SelfDistillation`, off by default): Sinkhorn-Knopp teacher
+targets, a KoLeo term `loss/koleo` (on the pooled token, SMIT's Swin having no [CLS]), and DINO
+multi-crop: `batch["local_views"]` crops run through the student unmasked and add their ITD token
+as extra student views; MPD and MIP stay on the two global views.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class SMIT(SelfDistillation):
         mask = self.masker(grid, len(x), device=x.device).mask
         t = self.teacher_features(x)
         s = self.student["backbone"](x, mask)
+        local = self.local_features(batch, len(x) // views)  # multi-crop: {} without local views
 
         w, terms, recon = self.weights, LossTerms(), None
         if w["mip"]:
@@ -103,6 +109,7 @@ class SMIT(SelfDistillation):
         terms.add("mpd", w["mpd"], lambda: self.patch_distillation(
             "patch", "head_patch", s["patch"], t["patch"], mask, views, step))
         terms.add("itd", w["itd"], lambda: self.global_distillation(
-            "global", "head_global", s["pooled"], t["pooled"], views, step))
+            "global", "head_global", s["pooled"], t["pooled"], views, step, local.get("pooled")))
+        terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, None)}
         return StepOutput(terms.total, logs, visuals(x, mask, recon))

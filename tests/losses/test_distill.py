@@ -144,3 +144,23 @@ def test_teacher_entropy_is_one_for_uniform_targets_and_low_for_sharp_ones() -> 
     # patch logits (B, N, K) are sampled, not all kept
     loss.teacher_probs(torch.zeros(4, 600, 64), step=0)
     assert float(loss.teacher_entropy) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_multi_crop_pairs_every_student_view_with_every_other_teacher_view() -> None:
+    loss = DistillationLoss(out_dim=K, warmup_steps=100)  # tau_t = 0.04 at step 0
+    t = [torch.randn(3, K), torch.randn(3, K)]  # the two global views
+    s = [torch.randn(3, K) for _ in range(4)]  # the same two global views, then 2 local crops
+    got = loss.global_loss(s, t, step=0)
+    zero = torch.zeros(1, K)
+    pairs = [(q, v) for q in range(2) for v in range(4) if v != q]
+    assert len(pairs) == 2 * 3
+    want = sum(ce(s[v], t[q], zero, 0.04).mean() for q, v in pairs) / len(pairs)
+    assert torch.allclose(got, want, atol=1e-5)
+    # the centre follows the teacher's (global) views only
+    assert torch.allclose(loss.center, 0.1 * torch.cat(t).mean(0, keepdim=True), atol=1e-5)
+    with pytest.raises(ValueError, match="student views"):
+        loss.global_loss(s[:1], t, step=0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        loss.global_loss([*s, torch.randn(2, K)], t, step=0)
+    with pytest.raises(ValueError, match="same number|as many"):
+        loss.patch_loss([torch.randn(2, 8, K)] * 3, [torch.randn(2, 8, K)] * 2, [torch.ones(2, 8)] * 3, 0)
