@@ -33,10 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--quick", action="store_true", help="the ~3 minute budget")
+    budget.add_argument("--gpu", action="store_true",
+                        help="a larger budget for a CUDA GPU (3000 pretraining steps, batch 16)")
     budget.add_argument("--tiny", action="store_true",
                         help="seconds; a smoke test whose numbers mean nothing")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (default runs/demo, runs/demo-quick, runs/demo-tiny)")
+                        help="output folder (default runs/demo, runs/demo-quick, runs/demo-gpu, runs/demo-tiny)")
     parser.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
     parser.add_argument("--restart", action="store_true",
                         help="delete the output folder first instead of continuing it")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from medmim.demo.config import demo_config
     from medmim.demo.pipeline import run_demo
 
-    profile = "quick" if args.quick else "tiny" if args.tiny else "default"
+    profile = "quick" if args.quick else "tiny" if args.tiny else "gpu" if args.gpu else "default"
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     cfg = demo_config(profile, overrides)
     out = args.out or {"default": "runs/demo"}.get(profile, f"runs/demo-{profile}")

@@ -3,6 +3,11 @@
 Every number comes from the commands' own outputs under OUT/eval/<task>/<encoder>/
 (results.json, predictions.csv, per_case.csv, localize.csv, tumor_attention.csv), and the
 pretraining runs' OUT/pretrain/<method>/metrics.jsonl.
+
+Attention drift: scratch under seed S holds exactly the weights a pretraining run with train.seed=S
+started from, when both have the same architecture (tests/eval/test_scratch_is_initial.py). Then
+the Pearson correlation of an encoder's localization attention maps with scratch's measures how
+far pretraining moved its attention from the initial one (1 = unchanged).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from medmim.demo.config import TASKS, DemoConfig
 from medmim.demo.study import SCRATCH, encoder_specs
 from medmim.train.health import read_metrics
 
+ATTN_SUFFIX = "_attn.nii.gz"
 #: the per-case value that scores each case-based task (localization: the tumor attention ratio,
 #: which moves before the Dice of a thresholded map does).
 CASE_KEY = {"segment": "dice", "localize": "attention_ratio"}
@@ -30,14 +36,19 @@ def results_of(out: Path, task: str, label: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def run_config(out: Path, method: str) -> dict[str, Any]:
+    """The resolved config.yaml of `method`'s pretraining run (empty when it has none)."""
+    path = out / "pretrain" / method / "config.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
 def pretrain_rows(out: Path, method: str) -> tuple[list[dict[str, Any]], float | None]:
     """The metrics.jsonl rows of `method`'s pretraining run (empty when it has none) and ln K
     from its config's `method.out_dim`, for runs that did not log `distill/ln_k`."""
     run = out / "pretrain" / method
     if not (run / "metrics.jsonl").is_file():
         return [], None
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
-    k = ((cfg or {}).get("method") or {}).get("out_dim")
+    k = (run_config(out, method).get("method") or {}).get("out_dim")
     return read_metrics(run / "metrics.jsonl"), float(np.log(k)) if isinstance(k, int) and k > 1 else None
 
 
@@ -50,6 +61,56 @@ def _localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, floa
             if name in cases:
                 cases[name]["attention_ratio"] = float(value)
     return cases
+
+
+def attention_dir(out: Path, label: str) -> Path:
+    """Where the localize stage wrote `label`'s attention maps (`<case>_attn.nii.gz`)."""
+    return out / "eval" / "localize" / label / "attention" / "attention"
+
+
+def attention_correlation(maps: Path, initial: Path) -> dict[str, float]:
+    """{case: Pearson r} between the `<case>_attn.nii.gz` maps of two folders, voxelwise.
+
+    r is taken over the voxels either map scores (> 0): outside the recipe's foreground crop
+    both maps are 0, and those shared zeros would pull r towards 1. Cases missing from either
+    folder, of another shape, or with a constant map are skipped.
+    """
+    import nibabel as nib
+
+    def load(path: Path) -> np.ndarray:
+        return np.asarray(nib.load(str(path)).dataobj, np.float64)
+
+    out = {}
+    for path in sorted(maps.glob(f"*{ATTN_SUFFIX}")):
+        if not (initial / path.name).is_file():
+            continue
+        a, b = load(path), load(initial / path.name)
+        if a.shape != b.shape:
+            continue
+        seen = (a > 0) | (b > 0)
+        x, y = a[seen], b[seen]
+        if x.size > 1 and x.std() > 0 and y.std() > 0:
+            out[path.name[: -len(ATTN_SUFFIX)]] = float(np.corrcoef(x, y)[0, 1])
+    return out
+
+
+def _backbone(spec: str) -> dict[str, Any] | None:
+    path = Path(spec.split(":", 1)[1] if spec.startswith(f"{SCRATCH}:") else spec) / "encoder.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("backbone") if path.is_file() else None
+
+
+def not_initial(cfg: DemoConfig, out: Path, label: str) -> str:
+    """Why scratch's weights are NOT `label`'s weights before pretraining ("" when they are):
+    another architecture, another seed (scratch uses the demo's seed), or pretrained init."""
+    specs = encoder_specs(cfg, out)
+    if _backbone(specs[label]) is None or _backbone(specs[label]) != _backbone(specs[SCRATCH]):
+        return "another architecture than scratch"
+    train = run_config(out, label).get("train") or {}
+    if train.get("seed") != cfg.seed:
+        return f"pretrained with seed {train.get('seed')}, scratch built with seed {cfg.seed}"
+    if train.get("init_from"):
+        return "started from pretrained weights (train.init_from)"
+    return ""
 
 
 def _nodule_phantoms(out: Path) -> dict[str, str]:
@@ -84,6 +145,27 @@ class Collected:
                     self.cases[(task, label)] = _localize_cases(folder, cfg.localize_percentile)
 
         self.nodule_phantom = _nodule_phantoms(out)
+        self.drift: dict[str, dict[str, float]] = {}
+        self.drift_skipped: dict[str, str] = {}
+        self._attention_drift()
+
+    def _attention_drift(self) -> None:
+        """Fill `drift` ({encoder: {case: r}}, `attention_correlation` with scratch's maps) for
+        every pretrained encoder whose initial weights scratch holds, and `drift_skipped`
+        ({encoder: reason}) for those with maps whose initial weights scratch does not hold."""
+        initial = attention_dir(self.out, SCRATCH)
+        if not initial.is_dir():
+            return
+        for label in self.cfg.methods:
+            if not attention_dir(self.out, label).is_dir():
+                continue
+            reason = not_initial(self.cfg, self.out, label)
+            if reason:
+                self.drift_skipped[label] = reason
+                continue
+            r = attention_correlation(attention_dir(self.out, label), initial)
+            if r:
+                self.drift[label] = r
 
     def groups(self, keys: list[str]) -> np.ndarray | None:
         """The phantom of each nodule case id (None when one is unknown): the classification

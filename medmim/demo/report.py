@@ -7,8 +7,10 @@ called a difference only when its interval excludes zero AND it is larger than t
 The Pretraining section lists each method's `loss/*` terms (first value and last-10% mean) and
 the distillation health of every token family (`medmim.train.health.summarize`: entropy, CE
 against ln K, teacher cosines, verdict), read from the logged keys alone; families that stayed
-uniform or collapsed are named in the caveats. The full per-command tables and figures go to
-OUT/details.md (`medmim report`).
+uniform or collapsed are named in the caveats; then each encoder's attention drift, the mean
+correlation of its localization attention maps with scratch's, which are its initial maps when
+scratch has its architecture and pretraining seed (`Collected.drift`). The full per-command
+tables and figures go to OUT/details.md (`medmim report`).
 """
 
 from __future__ import annotations
@@ -151,6 +153,26 @@ def pretraining_section(c: Collected) -> tuple[str, dict[str, list[str]]]:
     return "\n\n".join(parts), stuck
 
 
+def drift_lines(c: Collected) -> list[str]:
+    """The attention-drift paragraph of the Pretraining section (empty without maps to compare)."""
+    if not c.drift and not c.drift_skipped:
+        return []
+    lines = [
+        "Attention drift: the Pearson correlation, voxel by voxel over the voxels either map "
+        "scores, of each encoder's localization attention map with scratch's on the same "
+        "held-out case, averaged over the cases. Valid only where scratch is built with the "
+        f"pretraining seed (seed {c.cfg.seed}) and the encoder's architecture: its weights are "
+        "then exactly the encoder's weights before its first step, so its maps are the initial "
+        "ones; with another seed or architecture the number would mean nothing.", "",
+    ]
+    for lab, r in c.drift.items():
+        lines.append(f"- {display(lab)}: correlation of the final attention maps with the initial "
+                     f"ones (scratch, same seed): {np.mean(list(r.values())):.2f} over "
+                     f"{_plural(len(r), 'case')} (1 = unchanged)")
+    lines += [f"- {display(lab)}: not measured ({why})" for lab, why in c.drift_skipped.items()]
+    return lines
+
+
 def _stuck_note(stuck: dict[str, list[str]]) -> str:
     """A sentence on the distillation families that did not learn (empty when all did)."""
     notes = []
@@ -250,6 +272,7 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
     roc_figures(c, out / "figures")
     table, verdicts = differences(c)
     pre_table, stuck = pretraining_section(c)
+    drift = drift_lines(c)
     marker = out / "stages" / "data.json"
     n = json.loads(marker.read_text(encoding="utf-8"))["result"] if marker.is_file() else {}
     title = " vs ".join(display(m) for m in cfg.methods) + " vs no pretraining"
@@ -272,8 +295,8 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
          "(the default budget's last column measures it). Treat this run as a smoke test of the "
          "pipeline, not as a comparison."), "",
         "## What these numbers can and cannot show", "", caveats(c, verdicts, stuck), "",
-        *(["## Pretraining", "",
-           "Each loss term at the first step and averaged over the last 10% of the logged steps, "
+        *(["## Pretraining", ""] if pre_table or drift else []),
+        *(["Each loss term at the first step and averaged over the last 10% of the logged steps, "
            "then each distillation family (the token family a teacher-student cross-entropy over "
            "K prototypes is taken on): its teacher's target entropy / ln K (1 = uniform), its CE "
            "against ln K (the CE of uniform teacher and student, where DINO-style training "
@@ -281,6 +304,7 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
            "cosine across scans and across the two views of a scan, and a verdict: learning, "
            f"uniform (entropy > {UNIFORM}) or collapsed (< {ONE_HOT}, or cosine across scans "
            f"> {SAME_OUTPUT}: the same output for every scan).", "", pre_table, ""] if pre_table else []),
+        *([*drift, ""] if drift else []),
         "## Figures", "", *_figures(c, out), "",
         "## Run", "", run_log, "",
         "Every command's own tables and figures: [details.md](details.md). Settings: "
