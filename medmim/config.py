@@ -6,7 +6,7 @@ Sections that a registry builds (`model`, `method`, ...) hold `name:` plus that 
 the registry checks those options when it builds the object, so a typo never passes silently.
 
 Example:
-    >>> cfg = load_config("smart_demo", ["optim.lr=1e-3", "data.crop_size=[64,64,64]"])
+    >>> cfg = load_config("smart_demo", ["optim.base_lr=1e-3", "data.crop_size=[64,64,64]"])
 """
 
 from __future__ import annotations

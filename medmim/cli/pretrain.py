@@ -13,7 +13,7 @@ import sys
 
 EPILOG = """examples:
   medmim pretrain --config smart_demo name=demo1
-  medmim pretrain --config smart.yaml data.source=/data/ct optim.lr=5e-4 train.epochs=300
+  medmim pretrain --config smart.yaml data.source=/data/ct optim.base_lr=5e-4 train.epochs=300
   medmim pretrain --config smart name=demo1 resume=true          # continue a killed run
   medmim pretrain --config smit init_from=runs/demo1 name=demo2  # new run from weights
   torchrun --nproc_per_node=4 -m medmim pretrain --config smart name=big  # 4 GPUs (DDP)
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value",
-        help="config overrides, e.g. optim.lr=1e-4 data.batch_size=4 (YAML values)",
+        help="config overrides, e.g. optim.base_lr=1e-3 data.batch_size=4 (YAML values)",
     )
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.add_argument(

@@ -170,7 +170,7 @@ def _after_step(s: Session, monitor: Monitor, scalars: dict[str, Any], visuals: 
         raise NonFiniteLossError(
             f"the loss or its gradients were non-finite for {s.nonfinite_row} steps in a row "
             f"(up to step {done - 1}); training stopped. {path} holds the last finite weights. "
-            "Lower optim.lr, lengthen the warm-up (optim.warmup_epochs or optim.warmup_steps), "
+            "Lower optim.base_lr (or optim.lr), lengthen the warm-up (optim.warmup_epochs or optim.warmup_steps), "
             "set optim.clip_grad, or use "
             "train.precision=fp32, then continue with resume=true"
         )
