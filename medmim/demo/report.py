@@ -215,11 +215,10 @@ def caveats(c: Collected, verdicts: list[str], stuck: dict[str, list[str]] | Non
         "crop's centre about 0.7, so no encoder can saturate it. A tumor fills 0.1-1% of the body and the localization mask the top "
         f"{100 - c.cfg.localize_percentile:g}%, so the Dice is near zero for every map (see the "
         "random-mask row); the attention ratio shows whether the tumor is attended more than the "
-        "average voxel. SMIT's Swin has no attention map. Segmentation: few steps, 12 classes "
+        "average voxel; an encoder without an attention map ([CLS] or SA block) reads n/a. Segmentation: few steps, 12 classes "
         "(thin airway and ribs included), held-out phantoms.",
         f"- **Features.** Linear probe and clustering use `{c.cfg.feature}` for every encoder "
-        "(the global token each method distils). SMART's [CLS] starts from LayerScale 1e-4 and "
-        "after a short run varies little between inputs.",
+        "(the global token each method distils).",
     ])
 
 
