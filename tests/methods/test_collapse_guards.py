@@ -42,12 +42,17 @@ def record_losses(method) -> None:
         loss.patch_loss = Recorder(loss.patch_loss)
 
 
-@pytest.mark.parametrize("name", sorted(GLOBAL))
-def test_local_views_are_extra_student_views_of_the_global_losses_only(name: str) -> None:
+def recorded(name: str):
+    """A seeded tiny method whose losses record their arguments, and a batch with local views."""
     torch.manual_seed(0)
     method = build(name)
     record_losses(method)
-    batch = with_locals(name)
+    return method, with_locals(name)
+
+
+@pytest.mark.parametrize("name", sorted(GLOBAL))
+def test_local_views_are_extra_student_views_of_the_global_losses_only(name: str) -> None:
+    method, batch = recorded(name)
     out = method(batch, step=0)
     out.loss.backward()
     assert math.isfinite(out.loss.item())
@@ -64,10 +69,7 @@ def test_local_views_are_extra_student_views_of_the_global_losses_only(name: str
 
 @pytest.mark.parametrize("name", sorted(GLOBAL))
 def test_without_or_with_empty_local_views_nothing_changes(name: str) -> None:
-    torch.manual_seed(0)
-    method = build(name)
-    record_losses(method)
-    batch = with_locals(name)
+    method, batch = recorded(name)
     batch["local_views"] = []
     method(batch, step=0)
     family = next(iter(GLOBAL[name]))
