@@ -22,7 +22,6 @@ encoder=enc)`) and return a module mapping `(B, C_in, D, H, W)` to logits `(B, C
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +34,6 @@ from torch import Tensor, nn
 
 from medmim.errors import ConfigError
 from medmim.registry import DECODERS
-
-log = logging.getLogger(__name__)
 
 
 def find_swin(encoder: nn.Module) -> SwinTransformer:
@@ -90,9 +87,10 @@ def build_swin_unetr(
     """MONAI `SwinUNETR` whose `swinViT` holds `encoder`'s Swin weights (strict load).
 
     Args:
-        encoder: our Swin backbone (anything with a MONAI `SwinTransformer` inside). Its extra
-            pretraining-only parameters (mask token, semantic-attention block) are not used by
-            the segmenter and are listed in the log.
+        encoder: our Swin backbone (anything with a MONAI `SwinTransformer` inside). Every
+            weight of that `SwinTransformer` is copied, and nothing else: the pretraining-only
+            parameters outside it (mask token, semantic-attention block, its norms) are not
+            part of the segmenter.
         out_channels: classes including background.
         norm_name: decoder normalisation ("instance" or "batch" as in SMIT).
         dropout_path_rate: stochastic depth in the Swin stages during fine-tuning.
@@ -116,12 +114,15 @@ def build_swin_unetr(
         use_checkpoint=use_checkpoint,
         **hp,
     )
-    target = model.swinViT.state_dict().keys()
     source = swin.state_dict()
-    unused = sorted(k for k in source if k not in target)
-    model.swinViT.load_state_dict({k: v for k, v in source.items() if k in target}, strict=True)
-    if unused:
-        log.info("swin_unetr: encoder parameters not used by the segmenter: %s", unused)
+    extra = sorted(source.keys() - model.swinViT.state_dict().keys())
+    if extra:  # a weight the segmenter would silently drop: the architectures disagree
+        raise ConfigError(
+            f"swin_unetr: MONAI SwinUNETR({hp}) has no place for the encoder's Swin weights"
+            f" {extra[:8]}{' ...' if len(extra) > 8 else ''}; the encoder is not a MONAI"
+            " SwinTransformer this MONAI version can rebuild"
+        )
+    model.swinViT.load_state_dict(source, strict=True)  # every SwinUNETR key, shapes checked
     return model
 
 
