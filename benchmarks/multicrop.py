@@ -7,8 +7,8 @@ The method is built from its `_demo` preset at `--size`^3 (two global views of `
 volumes); the same network then runs steps with 0, 2, 4 ... extra `--local-size`^3 local views
 (student only, unmasked, compared with every teacher view). Times: median CPU (GPU: wall)
 seconds of interleaved rounds in one process, so the configurations share the machine's load.
-Peak memory: the resident-set growth of one step, in a fresh subprocess per configuration
-(CPU), or `torch.cuda.max_memory_allocated` (GPU).
+Peak memory: the resident-set high-water growth of one step, in a fresh subprocess per
+configuration (CPU; as `medmim bench`); not measured on a GPU here.
 """
 
 from __future__ import annotations
@@ -30,26 +30,27 @@ from medmim.train.optim import build_optimizer
 
 def with_locals(case, n: int, size: int) -> dict:
     """The case's batch plus `n` local views of `size`^3."""
-    views = case.data["views"]
+    views = case.batch["views"]
     local = [torch.rand(views[0].shape[0], views[0].shape[1], size, size, size,
                         device=views[0].device) for _ in range(n)]
-    return {**case.data, **({"local_views": local} if n else {})}
+    return {**case.batch, **({"local_views": local} if n else {})}
 
 
-def peak_rss_mib(method: str, size: int, batch: int, n: int, local: int, threads: int) -> float:
-    """Resident-set growth (MiB) of two steps with `n` local views, in a fresh process."""
+def peak_rss_mib(method: str, size: int, batch: int, n: int, local: int, threads: int) -> float | None:
+    """Peak resident-set growth (MiB) of one step with `n` local views, in a fresh process
+    (`medmim.bench.timing.peak_step_memory`: the VmHWM reset before the step)."""
     code = (
-        "import resource, sys, torch; sys.path.insert(0, 'benchmarks'); import multicrop as m\n"
+        "import sys, torch; sys.path.insert(0, 'benchmarks'); import multicrop as m\n"
+        "from medmim.bench.timing import peak_step_memory\n"
         f"torch.set_num_threads({threads or 1}); torch.manual_seed(0)\n"
         f"case = m.build_case('{method}', {size}, {batch}, torch.device('cpu'))\n"
         f"data = m.with_locals(case, {n}, {local})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "run = m._step_fn(case.net, m.build_optimizer(case.net, m._optim(case)), data, m.nullcontext)\n"
-        "run(0); run(1)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+        "print(peak_step_memory(lambda: run(0), torch.device('cpu'))['peak_mib'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    value = out.stdout.strip().splitlines()[-1]
+    return None if value == "None" else float(value)
 
 
 def _optim(case):
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m:<7} {n:>6} {t:>7.3f} {t / base:>7.2f} {mem if mem is not None else float('nan'):>9.0f}")
     meta = {**machine_info(), "device": str(device), "size": args.size, "local_size": args.local_size,
             "batch_per_view": args.batch, "repeats": args.repeats, "clock": clock,
-            "maxrss_note": "ru_maxrss growth over two steps in a fresh process"}
+            "memory": "VmHWM growth of the first step, fresh process per row"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1), encoding="utf-8")
     print(f"wrote {args.out}")
