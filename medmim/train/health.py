@@ -95,7 +95,8 @@ class HealthCheck:
     """Follows one run's logged rows and says, once per family and kind, what went wrong.
 
     A family is reported as uniform or collapsed when consecutive logged rows in that state
-    cover at least `RUN_FRACTION` of the run's steps; its CE is reported when its mean over the
+    cover at least `RUN_FRACTION` of the run's steps (for uniform, counted only after the first
+    `RUN_FRACTION`: every DINO-style run starts uniform, and a learning run leaves it there); its CE is reported when its mean over the
     last `CE_ROWS` rows logged past that fraction is above `CE_MARGIN` * ln K.
 
     Args:
@@ -104,9 +105,9 @@ class HealthCheck:
 
     Example:
         >>> check = HealthCheck(total_steps=100)
-        >>> check.update(10, {"teacher/entropy/patch": 0.999})
+        >>> check.update(20, {"teacher/entropy/patch": 0.999})
         []
-        >>> len(check.update(20, {"teacher/entropy/patch": 0.999}))
+        >>> len(check.update(40, {"teacher/entropy/patch": 0.999}))
         1
     """
 
@@ -139,7 +140,10 @@ class HealthCheck:
         if not active:
             self._since.pop(key, None)
             return []
-        start = self._since.setdefault(key, self._previous)
+        # near-uniform targets are how every DINO-style run starts: a uniform stretch counts
+        # from the end of the first fifth of the run (the earliest warning comes at two fifths)
+        grace = int(self.span) if kind == "uniform" else 0
+        start = self._since.setdefault(key, max(self._previous, grace))
         if step - start < self.span or key in self._warned:
             return []
         self._warned.add(key)
