@@ -13,7 +13,8 @@ scan, global families) and `distill/ln_k`. The distillation health check
 (`medmim.train.health.HealthCheck`) reads every logged row and writes ONE warning per family and
 kind to train.log when, for a fifth of the run:
 
-- a family stays uniform (entropy > 0.95): "the teacher's '<f>' targets have been near uniform
+- a family stays uniform (entropy > 0.95; counted after the first fifth of the run, since every
+  run starts uniform): "the teacher's '<f>' targets have been near uniform
   ...", naming optim.lr_scaling / optim.base_lr, data.views=shared, method.teacher_temp /
   method.warmup_teacher_temp, method.momentum_start and method.centering=sinkhorn;
 - a family collapses (entropy < 0.05, or cos_batch > 0.99 with non-uniform targets): "the
