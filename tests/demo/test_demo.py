@@ -35,12 +35,20 @@ def test_profiles_and_overrides() -> None:
     ("segment_roi=32", "segment_roi=32"),
     ("tasks=[linear,segmnt]", "(?i)did you mean 'segment'"),
     ("phantoms=3", "phantoms=3: at least 4"),
+    ("batch_size=3", "batch_size=3: at most the 2 pretraining phantoms"),
 ])
 def test_bad_settings_name_the_fix(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         demo_config("tiny", [override])
     with pytest.raises(ConfigError, match="(?i)budget 'quik' is unknown.*did you mean 'quick'"):
         demo_config("quik")
+
+
+def test_gpu_budget_fits_its_pretraining_phantoms() -> None:
+    gpu, default = demo_config("gpu"), demo_config()
+    assert gpu.pretrain_steps >= 10 * default.pretrain_steps and gpu.batch_size > default.batch_size
+    assert gpu.batch_size <= gpu.phantoms - round(gpu.holdout * gpu.phantoms)  # 16 <= 20
+    assert build_parser().parse_args(["demo", "--gpu"]).gpu
 
 
 def test_encoders_and_the_noise_floor(tmp_path: Path) -> None:
