@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-EPILOG = """budgets (2 idle CPU cores): default about 12-15 min, --quick about 3-4 min.
+EPILOG = """budgets (2 idle CPU cores): default about 12-15 min, --quick about 3-4 min;
+--gpu: 3000 pretraining steps at a batch of 16, for a CUDA GPU.
 examples:
   medmim demo                                  # -> runs/demo/report.md
   medmim demo --quick                          # -> runs/demo-quick/report.md
+  medmim demo --gpu                            # -> runs/demo-gpu/report.md
   medmim demo --out runs/demo600 pretrain_steps=600 phantoms=48
   medmim demo --restart                        # delete runs/demo and start over
 settings (key=value; documented in medmim/demo/config.py):
