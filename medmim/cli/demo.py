@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-EPILOG = """budgets (2 idle CPU cores): default about 12-15 min, --quick about 3-4 min;
+EPILOG = """budgets (2 idle CPU cores): default about 13-16 min, --quick about 3-4 min;
 --gpu: 3000 pretraining steps at a batch of 16, for a CUDA GPU.
 examples:
   medmim demo                                  # -> runs/demo/report.md
