@@ -70,32 +70,22 @@ def _intra_inter(c: Collected, label: str, space: str) -> str:
 
 
 def results_table(c: Collected) -> str:
-    """Rows: task and metric; columns: encoders."""
-    labs, rows = c.labels, []
+    """Rows: task and metric (only the tasks the demo ran); columns: encoders."""
+    labs, rows, tasks = c.labels, [], set(c.cfg.tasks)
     folds = {"linear": c.cfg.linear_folds, "finetune": c.cfg.finetune_folds}
-    for task in ("linear", "finetune"):
+    for task in [t for t in ("linear", "finetune") if t in tasks]:
         rows.append([f"{TASK_TITLES[task]} ({_plural(c.n_cases(task), 'test nodule')})",
                      "test AUC ↑, fold ensemble [95% CI]", *[_ci(c.estimate(task, lab)) for lab in labs]])
         rows.append(["", f"test AUC, mean ± std over {folds[task]} fold(s)",
                      *[_cell(c, task, lab, "test/auc") for lab in labs]])
-    rows.append(["organ clustering (9 organs)", "k-means NMI ↑", *[_cell(c, "cluster", lab, "kmeans/nmi") for lab in labs]])
-    rows.append(["", "k-means accuracy ↑", *[_cell(c, "cluster", lab, "kmeans/hungarian_accuracy") for lab in labs]])
-    for space in ("embedding", "umap", "pca"):
-        if any(f"{space}/intra" in c.metrics.get(("cluster", lab), {}) for lab in labs):
-            rows.append(["", f"intra / inter distance = ratio ↓ ({space})",
-                         *[_intra_inter(c, lab, space) for lab in labs]])
-    na = "n/a (no attention map)"
-    rows.append([f"{TASK_TITLES['localize']} ({_plural(c.n_cases('localize'), 'case')})",
-                 "tumor attention ratio ↑ (1 = chance) [95% CI]",
-                 *[_ci(c.estimate("localize", lab)) if c.has("localize", lab) else na for lab in labs]])
-    rows.append(["", f"Dice ↑ (top {100 - c.cfg.localize_percentile:g}% of attention) [95% CI]",
-                 *[_ci(c.estimate("localize", lab, "dice")) if c.has("localize", lab) else "n/a" for lab in labs]])
-    chance = [np.mean(list(c.values("localize", lab, "chance_dice").values()) or [np.nan]) for lab in labs]
-    rows.append(["", "Dice of a random mask of that size", *[f"{x:.3f}" if np.isfinite(x) else "–" for x in chance]])
-    rows.append(["", "pointing game hit rate ↑", *[_cell(c, "localize", lab, "localize/pointing") for lab in labs]])
-    rows.append([f"{TASK_TITLES['segment']} ({c.cfg.segment_train_cases} labelled scans, {_plural(c.n_cases('segment'), 'case')})",
-                 "Dice ↑ (12 classes) [95% CI]", *[_ci(c.estimate("segment", lab)) for lab in labs]])
-    rows.append(["", "HD95 mm ↓", *[_cell(c, "segment", lab, "val/hd95") for lab in labs]])
+    if "cluster" in tasks:
+        rows += _cluster_rows(c)
+    if "localize" in tasks:
+        rows += _localize_rows(c)
+    if "segment" in tasks:
+        rows.append([f"{TASK_TITLES['segment']} ({c.cfg.segment_train_cases} labelled scans, {_plural(c.n_cases('segment'), 'case')})",
+                     "Dice ↑ (12 classes) [95% CI]", *[_ci(c.estimate("segment", lab)) for lab in labs]])
+        rows.append(["", "HD95 mm ↓", *[_cell(c, "segment", lab, "val/hd95") for lab in labs]])
     return markdown_table(["task", "metric", *[display(lab) for lab in labs]], rows)
 
 
@@ -131,6 +121,31 @@ def _loss_rows(method: str, rows: list[dict[str, Any]]) -> list[list[str]]:
         out.append([display(method), key.split("/", 1)[1].upper(), format_value(first),
                     format_value(float(np.mean(last)) if last else None)])
     return out
+
+
+def _cluster_rows(c: Collected) -> list[list[str]]:
+    labs = c.labels
+    rows = [["organ clustering (9 organs)", "k-means NMI ↑", *[_cell(c, "cluster", lab, "kmeans/nmi") for lab in labs]],
+            ["", "k-means accuracy ↑", *[_cell(c, "cluster", lab, "kmeans/hungarian_accuracy") for lab in labs]]]
+    for space in ("embedding", "umap", "pca"):
+        if any(f"{space}/intra" in c.metrics.get(("cluster", lab), {}) for lab in labs):
+            rows.append(["", f"intra / inter distance = ratio ↓ ({space})",
+                         *[_intra_inter(c, lab, space) for lab in labs]])
+    return rows
+
+
+def _localize_rows(c: Collected) -> list[list[str]]:
+    labs, na = c.labels, "n/a (no attention map)"
+    chance = [np.mean(list(c.values("localize", lab, "chance_dice").values()) or [np.nan]) for lab in labs]
+    return [
+        [f"{TASK_TITLES['localize']} ({_plural(c.n_cases('localize'), 'case')})",
+         "tumor attention ratio ↑ (1 = chance) [95% CI]",
+         *[_ci(c.estimate("localize", lab)) if c.has("localize", lab) else na for lab in labs]],
+        ["", f"Dice ↑ (top {100 - c.cfg.localize_percentile:g}% of attention) [95% CI]",
+         *[_ci(c.estimate("localize", lab, "dice")) if c.has("localize", lab) else "n/a" for lab in labs]],
+        ["", "Dice of a random mask of that size", *[f"{x:.3f}" if np.isfinite(x) else "–" for x in chance]],
+        ["", "pointing game hit rate ↑", *[_cell(c, "localize", lab, "localize/pointing") for lab in labs]],
+    ]
 
 
 def pretraining_section(c: Collected) -> tuple[str, dict[str, list[str]]]:

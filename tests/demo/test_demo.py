@@ -241,3 +241,14 @@ def test_pretraining_section_shows_distillation_health(tmp_path: Path) -> None:
     # folds keep a phantom's nodules together unless too few phantoms per fold
     assert nodule_groups(demo_config("default"), 5) == "phantom"
     assert nodule_groups(demo_config("tiny"), 2) == "none"
+
+
+def test_results_table_lists_only_the_tasks_that_ran(tmp_path: Path) -> None:
+    from medmim.demo.collect import Collected
+    from medmim.demo.report import results_table
+
+    table = results_table(Collected(demo_config("tiny", ["tasks=[linear,segment]"]), tmp_path))
+    assert "linear probe" in table and "segmentation" in table
+    assert "fine-tuning" not in table and "clustering" not in table and "localization" not in table
+    every = results_table(Collected(demo_config("tiny"), tmp_path))
+    assert all(t in every for t in ("fine-tuning", "clustering", "localization"))
