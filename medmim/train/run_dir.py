@@ -35,6 +35,20 @@ RESUMABLE_CHANGES = ("resume", "train.log_every",
                      "data.source", "output_dir")
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one folder name under `output_dir`, so a run never writes outside it.
+
+    Raises:
+        ConfigError: an empty name, a path (separators, an absolute path), "." or "..".
+    """
+    text = str(name)
+    if not text.strip() or text.strip() in (".", "..") or "/" in text or "\\" in text or text != text.strip():
+        raise ConfigError(
+            f"name={text!r} is not a run name: give one folder name (letters, digits, '-', '_', "
+            "'.'), e.g. name=smart_ct; choose where runs go with output_dir=..."
+        )
+
+
 def holds_run(run_dir: Path) -> bool:
     """True when `run_dir` already belongs to a run (config.yaml or any checkpoint)."""
     ckpts = run_dir / CKPT_DIR

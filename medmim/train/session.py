@@ -34,6 +34,7 @@ from medmim.train.run_dir import (
     check_disk_space,
     check_resume_config,
     check_run_dir,
+    check_run_name,
     estimate_checkpoint_bytes,
 )
 from medmim.train.sampler import build_loader, steps_per_epoch
@@ -138,6 +139,7 @@ def resolve_config(cfg: Any) -> DictConfig:
     if is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = OmegaConf.structured(cfg)
     cfg = validate(OmegaConf.create(to_dict(cfg)), RunConfig)
+    check_run_name(cfg.name)
     choices = {"train.precision": ("auto", *PRECISIONS), "optim.clip_mode": ("per_param", "global")}
     for key, allowed in choices.items():
         if OmegaConf.select(cfg, key) not in allowed:

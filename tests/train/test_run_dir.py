@@ -77,3 +77,15 @@ def test_checkpoint_estimate_counts_tensors_and_skips_extra_state() -> None:
     assert not torch.is_tensor(module.state_dict()["_extra_state"])
     state, moments = 15 * 4 + 16, 2 * 15 * 4
     assert rd.estimate_checkpoint_bytes(module) == int(1.05 * (state + moments)) + 2**20
+
+
+@pytest.mark.parametrize("name", ["../escape", "", "  ", "/abs/run", "a/b", "..", ".", "a\\b", " x"])
+def test_run_name_must_be_one_folder_under_output_dir(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"is not a run name: give one folder name"):
+        pretrain(toy_config(tmp_path / "runs", f"name='{name}'"), dataset=ToyVolumes())
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "runs").exists()
+
+
+def test_plain_run_names_pass() -> None:
+    for name in ("smart_ct", "run-1", "v1.2", "toy"):
+        rd.check_run_name(name)
