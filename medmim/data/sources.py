@@ -145,18 +145,43 @@ def read_datalist(path: str | Path, *, key: str = "image", split: str = "trainin
     return records
 
 
-def read_csv(path: str | Path, *, key: str = "image") -> list[Record]:
-    """Records of a CSV with a header row; `key` names the image column."""
+def read_csv(path: str | Path, *, key: str = "image", key_flag: str = "data.key") -> list[Record]:
+    """Records of a CSV with a header row; `key` names the image column (`key_flag`: how the
+    caller sets it, for the error message). A UTF-8 byte-order mark is skipped.
+
+    Raises:
+        DataError: no such column, or a file that is not UTF-8 text.
+    """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        if key not in columns:
-            raise DataError(
-                path,
-                f"no column '{key}'.{did_you_mean(key, columns)} Columns: {columns}; set data.key",
-            )
-        return [_record(path.parent, row, key) for row in reader if row.get(key)]
+    columns = csv_header(path)
+    if key not in columns:
+        raise DataError(
+            path,
+            f"no column '{key}'.{did_you_mean(key, columns)} Columns: {columns}; set {key_flag}",
+        )
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return [_record(path.parent, row, key) for row in csv.DictReader(fh) if row.get(key)]
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The column names of a CSV, as written (a UTF-8 byte-order mark is skipped).
+
+    Raises:
+        DataError: not UTF-8 text (the byte and its position), or no header row.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+            fh.read()  # decode the rest now, so a bad byte further down is reported here
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+            "save it as UTF-8 (CSV UTF-8 in a spreadsheet program)"
+        ) from exc
+    if not header:
+        raise DataError(path, "is empty: a CSV needs a header row naming its columns")
+    return header
 
 
 def read_medmnist(path: str | Path, *, split: str = "train") -> list[Record]:

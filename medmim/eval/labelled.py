@@ -165,19 +165,21 @@ def load_csv(
 ) -> LabelledSet:
     """Volumes listed in a CSV, each read and given `prepare(volume, recipe)`; `group_key` as in
     `read_groups`."""
-    from medmim.data.sources import read_csv
+    from medmim.data.sources import csv_header, read_csv
 
     path = Path(path)
-    records = read_csv(path, key=image_key)
+    records = read_csv(path, key=image_key, key_flag="--image-key")
     if not records:
         raise DataError(path, "lists no images")
     raw = [r.label if label_key == "label" else r.extra.get(label_key) for r in records]
     if all(v is None for v in raw):
-        cols = ["label", *records[0].extra]
+        columns = csv_header(path)
         raise DataError(
             path,
-            f"no label column '{label_key}'.{did_you_mean(label_key, cols)} "
-            f"Columns: {[image_key, *cols]}; set --label-key",
+            f"column '{label_key}' has no value in any row; fill it in or set --label-key"
+            if label_key in columns else
+            f"no label column '{label_key}'.{did_you_mean(label_key, columns)} "
+            f"Columns: {columns}; set --label-key",
         )
     labels, names = encode_labels(raw, str(path))
     split = np.array([str(r.extra.get("split", "")).strip().lower() for r in records])

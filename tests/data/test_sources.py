@@ -107,3 +107,14 @@ def test_single_file_and_bad_sources(tmp_path: Path, ct_file: Path) -> None:
         resolve_source(tmp_path / "empty")
     with pytest.raises(DataError, match="no source given"):
         resolve_source("")
+
+
+def test_csv_with_a_byte_order_mark_or_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "bom.csv").write_text("\ufeffimage,label\na.nii.gz,1\n", encoding="utf-8")
+    assert [r.label for r in resolve_source(tmp_path / "bom.csv")] == ["1"]  # no '\ufeffimage'
+    (tmp_path / "latin.csv").write_bytes("image,label\nb\xe9b\xe9.nii.gz,1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.csv.*is not UTF-8 text \(byte 0xe9 at position 13\); save it as UTF-8"):
+        resolve_source(tmp_path / "latin.csv")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError, match="is empty: a CSV needs a header row"):
+        resolve_source(tmp_path / "empty.csv")

@@ -54,8 +54,14 @@ def test_numeric_labels_keep_numeric_order() -> None:
 def test_csv_errors_name_the_column(tmp_path) -> None:
     csv_path = tmp_path / "bad.csv"
     csv_path.write_text("image,grade\na.nii.gz,1\n", encoding="utf-8")
-    with pytest.raises(DataError, match="no label column 'label'"):
+    with pytest.raises(DataError, match="no label column 'label'") as err:
         load_labelled(csv_path)
+    assert "Did you mean 'label'" not in str(err.value)  # the columns the file has, not 'label'
+    (tmp_path / "empty_labels.csv").write_text("image,label\na.nii.gz,\n", encoding="utf-8")
+    with pytest.raises(DataError, match="row 1 has no label; every volume needs a class label"):
+        load_labelled(tmp_path / "empty_labels.csv")
+    with pytest.raises(DataError, match=r"no column 'img'.*set --image-key"):
+        load_labelled(csv_path, image_key="img")
     folder = write_crops_csv(tmp_path / "ok", n=3).parent
     (folder / "split.csv").write_text("image,label,split\ncrops/c000.nii.gz,benign,holdout\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"column 'split' has \['holdout'\]"):
