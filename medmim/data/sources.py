@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,24 +101,49 @@ def resolve_source(
     return records
 
 
-def scan_folder(folder: str | Path) -> list[Record]:
-    """Image files and DICOM series folders under `folder`, sorted by path."""
+def scan_folder(folder: str | Path, _seen: set[str] | None = None) -> list[Record]:
+    """Image files and DICOM series folders under `folder`, sorted by path.
+
+    Symbolic links are followed once: a folder or file whose resolved path was already scanned
+    (a link loop such as `ln -s . a`, or a second link to the same data) is skipped, so a scan
+    always ends and lists each scan once.
+
+    Raises:
+        DataError: a folder that cannot be listed (permissions), named.
+    """
     folder = Path(folder)
+    seen = set() if _seen is None else _seen
+    seen.add(os.path.realpath(folder))
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise _unlistable(folder, exc) from exc
     found: list[Record] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+    for path in entries:
+        real = os.path.realpath(path)
+        if path.name.startswith(".") or real in seen:
             continue
         if path.is_dir():
             if path.name.lower().startswith(LABEL_DIR_PREFIXES):
                 continue
-            if is_dicom_dir(path):
+            try:
+                dicom = is_dicom_dir(path)
+            except OSError as exc:
+                raise _unlistable(path, exc) from exc
+            if dicom:
                 found.append(Record(str(path)))
-            found.extend(scan_folder(path))
+            found.extend(scan_folder(path, seen))
         elif extension(path) in EXTENSIONS and not is_dicom_file(path):
+            seen.add(real)
             if extension(path) == ".npz" and _medmnist_keys(path):
                 continue
             found.append(Record(str(path)))
     return found
+
+
+def _unlistable(folder: Path, exc: OSError) -> DataError:
+    return DataError(folder, f"cannot be listed ({exc.strerror or exc}); fix its permissions or "
+                     "move it out of the source folder")
 
 
 def read_datalist(path: str | Path, *, key: str = "image", split: str = "training") -> list[Record]:

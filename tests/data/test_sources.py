@@ -118,3 +118,32 @@ def test_csv_with_a_byte_order_mark_or_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(DataError, match="is empty: a CSV needs a header row"):
         resolve_source(tmp_path / "empty.csv")
+
+
+def test_folder_scan_follows_links_once(tmp_path: Path) -> None:
+    root = tmp_path / "L"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.nii.gz").write_bytes(b"x")
+    (root / "sub" / "b.nii.gz").write_bytes(b"x")
+    (root / "loop1").symlink_to(".")  # ln -s . L/loop1: a loop
+    (root / "loop2").symlink_to(".")
+    (root / "sub" / "up").symlink_to("..")  # a loop through the parent
+    (root / "again.nii.gz").symlink_to(root / "a.nii.gz")  # a second name for the same file
+    names = [Path(r.image).relative_to(root).as_posix() for r in resolve_source(root)]
+    assert names == ["a.nii.gz", "sub/b.nii.gz"]
+
+
+def test_unlistable_folder_is_named(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "data"
+    (root / "locked").mkdir(parents=True)
+    (root / "a.nii.gz").write_bytes(b"x")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(DataError, match=r"locked: cannot be listed \(Permission denied\); fix its permissions"):
+        resolve_source(root)
