@@ -20,6 +20,7 @@ file: a kill at any moment leaves either the old or the new checkpoint, never a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 from medmim.errors import ConfigError
+
+log = logging.getLogger("medmim.train")
 
 LAST = "last.ckpt"
 _SAFE_LEAVES = (torch.Tensor, int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
@@ -111,10 +114,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types
-        raise ConfigError(f"{path}: not a readable medmim checkpoint ({exc})") from exc
+        raise ConfigError(f"{path}: not a readable medmim checkpoint ({_why(exc)})") from exc
     if not isinstance(ckpt, dict):
         raise ConfigError(f"{path}: not a medmim checkpoint (a {type(ckpt).__name__}, not a dict)")
     return ckpt
+
+
+def _why(exc: Exception) -> str:
+    """One line on why torch.load failed (never torch's advice to load with weights_only=False)."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed") or "WeightsUnpickler" in text:
+        return ("truncated, not a torch file, or holding objects that a safe weights_only load "
+                "refuses")
+    return (text.splitlines() or [type(exc).__name__])[0] or type(exc).__name__
+
+
+def load_resume_checkpoint(folder: Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint to resume from: `folder/last.ckpt`, or, when it cannot be read, the
+    newest readable `step-XXXXXX.ckpt` beside it (with a warning that names both).
+
+    Raises:
+        ConfigError: neither last.ckpt nor any kept copy can be read.
+    """
+    try:
+        return load_checkpoint(folder / LAST), folder / LAST
+    except ConfigError as exc:
+        first = exc
+    kept = sorted(folder.glob("step-*.ckpt"), reverse=True)
+    for path in kept:
+        try:
+            ckpt = load_checkpoint(path)
+        except ConfigError:
+            continue
+        log.warning("%s; resuming from the newest readable kept copy, %s (step %s): the steps "
+                    "after it run again", first, path.name, ckpt.get("step"))
+        return ckpt, path
+    hint = (f" and none of the {len(kept)} kept step-*.ckpt copies is readable" if kept else
+            " and there is no kept step-*.ckpt copy (train.keep_every)")
+    raise ConfigError(f"{first}{hint}; start a new run (another name=) or restore the file")
 
 
 # ---------------------------------------------------------------- random number generators

@@ -111,8 +111,9 @@ class Session:
         return path
 
     def restore(self) -> None:
-        """Continue from last.ckpt: weights, optimizer, scaler, counters, RNG, data state."""
-        ckpt = ck.load_checkpoint(self.run_dir / CKPT_DIR / ck.LAST)
+        """Continue from last.ckpt (or the newest readable kept copy when it is unreadable):
+        weights, optimizer, scaler, counters, RNG, data state."""
+        ckpt, _ = ck.load_resume_checkpoint(self.run_dir / CKPT_DIR)
         ck.restore_state(ckpt, self.method, self.optimizer, self.scaler)
         self.step = int(ckpt["step"])
         counters = ckpt.get("counters", {})

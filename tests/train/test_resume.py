@@ -69,3 +69,34 @@ def test_sigkilled_run_resumes_exactly(tmp_path: Path) -> None:
     assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
     assert metrics(resumed) == metrics(straight)  # same losses at every step, rows 9-10 not doubled
     assert not list((resumed / "checkpoints").glob(".*tmp*"))
+
+
+def test_corrupt_last_ckpt_falls_back_to_the_newest_kept_copy(tmp_path: Path, caplog) -> None:
+    """last.ckpt unreadable: resume from the newest readable step-*.ckpt, say so, end the same."""
+    import logging
+
+    root = tmp_path / "runs"
+    first = pretrain(toy_config(root, "name=r", "train.max_steps=8", "train.keep_every=4", "train.ckpt_every=4"),
+                     dataset=ToyVolumes())
+    ckpts = first / "checkpoints"
+    (ckpts / "last.ckpt").write_bytes(b"truncated")  # a broken write or disk
+    (ckpts / "step-000008.ckpt").write_bytes(b"also broken")
+    with caplog.at_level(logging.WARNING, logger="medmim.train"):
+        resumed = pretrain(toy_config(root, "name=r", "resume=true", "train.max_steps=8",
+                                      "train.keep_every=4", "train.ckpt_every=4"), dataset=ToyVolumes())
+    assert "resuming from the newest readable kept copy, step-000004.ckpt (step 4)" in caplog.text
+    straight = pretrain(toy_config(root, "name=s", "train.max_steps=8"), dataset=ToyVolumes())
+    a = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["step"] == b["step"] == 8
+    assert all(torch.equal(a["method"][k], b["method"][k]) for k in b["method"])
+
+
+def test_no_readable_checkpoint_is_a_named_error(tmp_path: Path) -> None:
+    from medmim.errors import ConfigError
+    from medmim.train.checkpoint import load_resume_checkpoint
+
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(truncated, .*\) and there is "
+                                          r"no kept step-\*.ckpt copy"):
+        load_resume_checkpoint(tmp_path)
