@@ -88,9 +88,24 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def remove_stale_temps(folder: Path) -> None:
-    """Delete temporary files that a killed writer left behind."""
+    """Delete temporary files that a killed writer left behind: `.<name>.tmp-<pid>` files whose
+    process no longer runs (a live writer's file, this process's included, is left alone)."""
     for tmp in folder.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is not ours, or we cannot tell: keep its file
+    return True
 
 
 def keep_copy(folder: Path, step: int) -> Path:

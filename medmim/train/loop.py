@@ -29,6 +29,7 @@ import torch
 
 from medmim.train import checkpoint as ck
 from medmim.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed
+from medmim.train.lock import RunLock
 from medmim.train.monitor import METRICS_FILE, Monitor
 from medmim.train.optim import apply_schedule, cancel_last_layer_grads, clip_gradients
 from medmim.train.run_dir import CKPT_DIR, FIGURES_DIR
@@ -61,8 +62,9 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
     """
     cfg = resolve_config(cfg)
     info = init_distributed(str(cfg.train.device), str(cfg.train.dist_backend))
+    lock = RunLock(Path(cfg.output_dir) / cfg.name)  # one process per run directory
     try:
-        s = open_session(cfg, info, dataset, method)
+        s = open_session(cfg, info, dataset, method, lock)
         monitor = Monitor(s.run_dir, s.step, s.schedule.total_steps, info.is_main, bool(cfg.train.progress))
         try:
             trained = sum(p.numel() for p in s.method.parameters() if p.requires_grad)
@@ -76,6 +78,7 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
         finally:
             monitor.close()
     finally:
+        lock.release()
         cleanup(info)
     return s.run_dir
 

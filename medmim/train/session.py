@@ -27,6 +27,7 @@ from medmim.registry import METHODS
 from medmim.train import checkpoint as ck
 from medmim.train.config import RunConfig
 from medmim.train.distributed import DistInfo, broadcast_object, gather_objects, wrap_ddp
+from medmim.train.lock import RunLock
 from medmim.train.optim import LR_REFERENCE_BATCH, Schedule, build_optimizer, resolve_lr
 from medmim.train.run_dir import (
     CKPT_DIR,
@@ -168,9 +169,14 @@ def _on_main(info: DistInfo, fn: Callable[[], Any]) -> None:
         raise ConfigError(error)
 
 
-def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: Any = None) -> Session:
-    """Check, build (or restore) everything of a run before its first step."""
+def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: Any = None,
+                 lock: RunLock | None = None) -> Session:
+    """Check, build (or restore) everything of a run before its first step; `lock` (the run
+    directory's, taken here by rank 0 before anything is checked or written) is the caller's
+    to release."""
     run_dir = Path(cfg.output_dir) / cfg.name
+    if lock is not None:
+        _on_main(info, lock.acquire)
     lr_note = _resolve_lr(cfg, info)
     _on_main(info, lambda: check_run_dir(run_dir, bool(cfg.resume)))
     if cfg.resume:

@@ -1,6 +1,7 @@
 import json
-import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ def test_atomic_save_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkey
 
 
 def test_stale_temp_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
-    (tmp_path / f".last.ckpt.tmp-{os.getpid() + 1}").write_bytes(b"half")
+    writer = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)  # a writer that is gone
+    (tmp_path / f".last.ckpt.tmp-{int(writer.stdout)}").write_bytes(b"half")
     ck.atomic_save({"step": 3}, tmp_path / "last.ckpt")
     ck.remove_stale_temps(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

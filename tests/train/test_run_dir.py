@@ -89,3 +89,32 @@ def test_run_name_must_be_one_folder_under_output_dir(tmp_path: Path, name: str)
 def test_plain_run_names_pass() -> None:
     for name in ("smart_ct", "run-1", "v1.2", "toy"):
         rd.check_run_name(name)
+
+
+def test_a_run_directory_in_use_is_refused_and_released_after(tmp_path: Path) -> None:
+    import os
+
+    from medmim.train.lock import RunLock
+
+    holder = RunLock(tmp_path / "runs" / "dual").acquire()  # another process's run, in effect
+    try:
+        with pytest.raises(ConfigError, match=rf"dual is in use by another medmim process \(pid {os.getpid()}\); wait"):
+            pretrain(toy_config(tmp_path / "runs", "name=dual", "train.max_steps=2"), dataset=ToyVolumes())
+    finally:
+        holder.release()
+    run = pretrain(toy_config(tmp_path / "runs", "name=dual", "train.max_steps=2"), dataset=ToyVolumes())
+    RunLock(run).acquire().release()  # the finished run let go of its lock
+    pretrain(toy_config(tmp_path / "runs", "name=dual", "resume=true", "train.max_steps=4"), dataset=ToyVolumes())
+
+
+def test_stale_temp_cleanup_spares_live_writers(tmp_path: Path) -> None:
+    import os
+
+    from medmim.train.checkpoint import remove_stale_temps
+
+    live = tmp_path / f".last.ckpt.tmp-{os.getpid()}"
+    dead = tmp_path / ".last.ckpt.tmp-999999999"
+    for f in (live, dead):
+        f.write_bytes(b"x")
+    remove_stale_temps(tmp_path)
+    assert live.exists() and not dead.exists()
