@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   medmim pretrain --config smart_demo name=demo1
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 talks
         logging.getLogger("medmim").setLevel(logging.WARNING)
+    from medmim.train.interrupt import RunInterrupted
     from medmim.train.loop import NonFiniteLossError, pretrain
 
     try:
@@ -66,10 +69,21 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"medmim pretrain: stopped: {exc}", file=sys.stderr)
         return 3
+    except RunInterrupted as exc:
+        print(f"medmim pretrain: {exc}. Continue with:\n  {resume_command()}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("medmim pretrain: interrupted; continue from the last checkpoint with the same "
-              "command plus resume=true", file=sys.stderr)
+        last = Path(cfg.output_dir) / cfg.name / "checkpoints" / "last.ckpt"
+        what = (f"continue from {last} with:\n  {resume_command()}" if last.is_file() else
+                "no checkpoint was written yet, so run the same command again to start over")
+        print(f"medmim pretrain: interrupted; {what}", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run directory: {run_dir}")
     return 0
+
+
+def resume_command() -> str:
+    """This invocation with `resume=true` (shell-quoted), for the message after a stop."""
+    args = [a for a in sys.argv[1:] if not a.startswith("resume=")]
+    return " ".join(["medmim", *(shlex.quote(a) for a in args), "resume=true"])

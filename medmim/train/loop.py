@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 
 from medmim.train import checkpoint as ck
 from medmim.train.distributed import all_reduce_sum, barrier, cleanup, init_distributed
+from medmim.train.interrupt import RunInterrupted, StopRequest
 from medmim.train.lock import RunLock
 from medmim.train.monitor import METRICS_FILE, Monitor
 from medmim.train.optim import apply_schedule, cancel_last_layer_grads, clip_gradients
@@ -74,7 +76,8 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
                 f"{info.world_size} processes; {trained:,} trained parameters; {info.device}, "
                 f"{s.amp_dtype or torch.float32}; {s.lr_note}"
             )
-            _train(s, monitor)
+            with StopRequest() as stop:
+                _train(s, monitor, stop)
         finally:
             monitor.close()
     finally:
@@ -83,7 +86,7 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
     return s.run_dir
 
 
-def _train(s: Session, monitor: Monitor) -> None:
+def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> None:
     total, accumulate = s.schedule.total_steps, int(s.cfg.optim.accumulate)
     s.model.train()
     while s.step < total:
@@ -96,12 +99,31 @@ def _train(s: Session, monitor: Monitor) -> None:
             scalars, visuals = _train_step(s, batches, s.step)
             s.step += 1
             _after_step(s, monitor, scalars, visuals, time.perf_counter() - t0)
+            if stop is not None and _stop_requested(s, stop):
+                path = s.save()
+                monitor.info(f"stopped by {signal.Signals(stop.signum or 15).name} after step "
+                             f"{s.step}; saved {path}")
+                raise RunInterrupted(stop.signum or signal.SIGTERM, s.step, path)
     barrier(s.info)
     if s.info.is_main:
         from medmim.train.visualize import plot_loss_curves
 
         plot_loss_curves(s.run_dir / METRICS_FILE, s.run_dir / FIGURES_DIR / "loss_curves.png")
         monitor.info(f"done: {total} steps; weights in {s.run_dir / CKPT_DIR / ck.LAST}")
+
+
+def _stop_requested(s: Session, stop: StopRequest) -> bool:
+    """Whether any process got SIGINT/SIGTERM (under DDP agreed on at logging steps only, so
+    that other steps stay free of an extra collective)."""
+    if not s.info.distributed:
+        return stop.signum is not None
+    if s.step % int(s.cfg.train.log_every):
+        return False
+    flag = torch.tensor([float(stop.signum is not None)], device=s.info.device)
+    if all_reduce_sum(flag, s.info).item() > 0:
+        stop.signum = stop.signum or signal.SIGTERM
+        return True
+    return False
 
 
 def _train_step(s: Session, batches: Any, step: int) -> tuple[dict[str, Any], Any]:

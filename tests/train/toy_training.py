@@ -74,6 +74,7 @@ class ToyAutoencoder(PretrainMethod):
         self.index_masks, self.nan_at = index_masks, set(nan_at or [])
         self.grad_ckpt = False
         self.hang_at = int(os.environ.get("TOY_HANG_AT_STEP", "-1"))
+        self.step_sleep = float(os.environ.get("TOY_STEP_SLEEP", "0"))  # signal tests: slow steps
 
     @property
     def encoder(self) -> nn.Module:
@@ -89,6 +90,8 @@ class ToyAutoencoder(PretrainMethod):
         if step == self.hang_at:  # the kill/resume test kills the process here
             Path(os.environ["TOY_HANG_MARKER"]).touch()
             time.sleep(600)
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
         x0, x1 = batch["views"]
         b, grid = x0.shape[0], self.student.patch_embed(x0[:1]).shape[2:]
         ratio = random.uniform(0.3, 0.7) if self.random_ratio else self.mask_ratio
