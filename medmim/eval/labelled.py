@@ -16,6 +16,7 @@ encoder's crop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from monai.transforms import Resize
 from torch.utils.data import Dataset
 
 from medmim.errors import ConfigError, DataError, did_you_mean
+
+log = logging.getLogger("medmim.eval")
 
 MEDMNIST_SPLITS = ("train", "val", "test")
 #: The columns `group_key="auto"` looks for, in order: the first present one groups the samples.
@@ -70,18 +73,50 @@ class LabelledSet:
         return tuple(int(s) for s in self.images[0].shape[-3:])  # type: ignore[return-value]
 
 
+#: label texts that mean "missing" (pandas' and spreadsheets' spellings).
+MISSING_LABELS = ("", "none", "nan", "na", "n/a", "null")
+
+
 def encode_labels(raw: Sequence[Any], where: str) -> tuple[np.ndarray, list[str]]:
-    """Class indices and names; integer-like labels keep their numeric order ('2' after '10' no)."""
+    """Class indices and names; integer-like labels keep their numeric order ('2' before '10')
+    and '1', '1.0' and 1 are one class.
+
+    Raises:
+        DataError: a missing label (empty, NaN, None), fractional numbers (not class labels), or
+            numbers mixed with names in one column; the row is named.
+    """
     values = [str(v).strip() for v in raw]
-    if any(v == "" or v == "None" for v in values):
-        bad = next(i for i, v in enumerate(values) if v in ("", "None"))
-        raise DataError(where, f"row {bad + 1} has no label; every volume needs a class label")
-    try:
-        names = sorted(set(values), key=lambda v: float(v))
-    except ValueError:
+    for i, v in enumerate(values):
+        if v.lower() in MISSING_LABELS:
+            raise DataError(where, f"row {i + 1} has no label ({v!r}); every volume needs a class label")
+    numbers = [_as_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        fractional = next((v for v, n in zip(values, numbers) if n != int(n)), None)  # type: ignore[arg-type]
+        if fractional is not None:
+            raise DataError(where, f"label {fractional!r} is not a class: give integer classes or names "
+                            "(regression targets are not supported)")
+        values = [str(int(n)) for n in numbers]  # type: ignore[arg-type]
+        names = sorted(set(values), key=int)
+    elif any(n is not None for n in numbers):
+        num = next(v for v, n in zip(values, numbers) if n is not None)
+        name = next(v for v, n in zip(values, numbers) if n is None)
+        raise DataError(where, f"labels mix numbers and names (e.g. {num!r} and {name!r}); use one "
+                        "kind for the whole column")
+    else:
         names = sorted(set(values))
     index = {n: i for i, n in enumerate(names)}
-    return np.array([index[v] for v in values], dtype=np.int64), names
+    codes = np.array([index[v] for v in values], dtype=np.int64)
+    counts = np.bincount(codes, minlength=len(names))
+    log.info("%s: %d classes: %s", where, len(names), ", ".join(f"{n} ({c})" for n, c in zip(names, counts)))
+    return codes, names
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
 
 
 def load_medmnist(path: str | Path, split: str = "all") -> LabelledSet:

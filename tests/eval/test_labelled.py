@@ -51,6 +51,27 @@ def test_numeric_labels_keep_numeric_order() -> None:
         encode_labels(["1", ""], "x.csv")
 
 
+@pytest.mark.parametrize("raw, message", [
+    (["1", "nan"], r"row 2 has no label \('nan'\)"),
+    (["0", "NA"], r"row 2 has no label \('NA'\)"),
+    ([0.0, float("nan")], r"row 2 has no label \('nan'\)"),  # a NaN in a MedMNIST label array
+    (["0", "0.5"], r"label '0.5' is not a class"),
+    (["1", "benign"], r"labels mix numbers and names \(e.g. '1' and 'benign'\)"),
+])
+def test_label_garbage_is_refused(raw, message) -> None:
+    with pytest.raises(DataError, match=message):
+        encode_labels(raw, "x.csv")
+
+
+def test_integer_spellings_are_one_class(caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="medmim.eval"):
+        labels, names = encode_labels(["1", "1.0", 1, "0", 0.0], "x.csv")
+    assert names == ["0", "1"] and labels.tolist() == [1, 1, 1, 0, 0]
+    assert "x.csv: 2 classes: 0 (2), 1 (3)" in caplog.text
+
+
 def test_csv_errors_name_the_column(tmp_path) -> None:
     csv_path = tmp_path / "bad.csv"
     csv_path.write_text("image,grade\na.nii.gz,1\n", encoding="utf-8")
@@ -58,7 +79,7 @@ def test_csv_errors_name_the_column(tmp_path) -> None:
         load_labelled(csv_path)
     assert "Did you mean 'label'" not in str(err.value)  # the columns the file has, not 'label'
     (tmp_path / "empty_labels.csv").write_text("image,label\na.nii.gz,\n", encoding="utf-8")
-    with pytest.raises(DataError, match="row 1 has no label; every volume needs a class label"):
+    with pytest.raises(DataError, match=r"row 1 has no label \(''\); every volume needs a class label"):
         load_labelled(tmp_path / "empty_labels.csv")
     with pytest.raises(DataError, match=r"no column 'img'.*set --image-key"):
         load_labelled(csv_path, image_key="img")
