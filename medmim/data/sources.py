@@ -160,7 +160,13 @@ def read_datalist(path: str | Path, *, key: str = "image", split: str = "trainin
             f"no section '{split}'.{did_you_mean(split, keys)} Sections: {keys}; set data.split",
         )
     records = []
-    for i, item in enumerate(data[split]):
+    entries = data[split]
+    if not isinstance(entries, list):
+        raise DataError(path, f"section '{split}' is a {type(entries).__name__}, not a list of entries")
+    for i, item in enumerate(entries):
+        if not isinstance(item, (str, dict)):
+            raise DataError(path, f"{split}[{i}] is a {type(item).__name__} ({item!r:.40}), not an "
+                            f'object like {{"{key}": "path"}} or a path')
         item = {key: item} if isinstance(item, str) else dict(item)
         if key not in item:
             raise DataError(

@@ -147,3 +147,13 @@ def test_unlistable_folder_is_named(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(Path, "iterdir", iterdir)
     with pytest.raises(DataError, match=r"locked: cannot be listed \(Permission denied\); fix its permissions"):
         resolve_source(root)
+
+
+def test_datalist_entries_that_are_not_objects_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"training": [{"image": "a.nii.gz"}, 3]}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"training\[1\] is a int \(3\), not an object like"):
+        resolve_source(bad)
+    bad.write_text(json.dumps({"training": {"image": "a.nii.gz"}}), encoding="utf-8")
+    with pytest.raises(DataError, match="section 'training' is a dict, not a list of entries"):
+        resolve_source(bad)
