@@ -135,6 +135,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+#: what `Session.restore` reads from a checkpoint.
+RESUME_KEYS = ("method", "optimizer", "step")
+
+
+def _resumable(path: Path) -> dict[str, Any]:
+    """`load_checkpoint(path)`, refused unless it holds every key a resume reads."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise ConfigError(f"{path}: not a resumable medmim checkpoint (no {', '.join(map(repr, missing))}; "
+                          f"it holds {sorted(ckpt)[:8]})")
+    return ckpt
+
+
 def _why(exc: Exception) -> str:
     """One line on why torch.load failed (never torch's advice to load with weights_only=False)."""
     text = str(exc).strip()
@@ -152,13 +166,13 @@ def load_resume_checkpoint(folder: Path) -> tuple[dict[str, Any], Path]:
         ConfigError: neither last.ckpt nor any kept copy can be read.
     """
     try:
-        return load_checkpoint(folder / LAST), folder / LAST
+        return _resumable(folder / LAST), folder / LAST
     except ConfigError as exc:
         first = exc
     kept = sorted(folder.glob("step-*.ckpt"), reverse=True)
     for path in kept:
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = _resumable(path)
         except ConfigError:
             continue
         log.warning("%s; resuming from the newest readable kept copy, %s (step %s): the steps "

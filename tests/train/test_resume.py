@@ -100,3 +100,12 @@ def test_no_readable_checkpoint_is_a_named_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(truncated, .*\) and there is "
                                           r"no kept step-\*.ckpt copy"):
         load_resume_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_without_its_method_is_not_resumed(tmp_path: Path) -> None:
+    from medmim.errors import ConfigError
+    from medmim.train.checkpoint import load_resume_checkpoint
+
+    torch.save({"step": 3, "optimizer": {}}, tmp_path / "last.ckpt")
+    with pytest.raises(ConfigError, match=r"last.ckpt: not a resumable medmim checkpoint \(no 'method'"):
+        load_resume_checkpoint(tmp_path)
