@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from medmim.errors import ConfigError
+from medmim.errors import ConfigError, DataError
 from medmim.eval.classify_outputs import Run, write_outputs
 from medmim.eval.encoders import (
     describe,
@@ -152,6 +152,9 @@ def run_classify(
         raise ConfigError(f"--mode {cfg.mode}: choose one of {', '.join(MODES)}")
     model, meta = load_encoder_or_scratch(encoder, seed=cfg.seed, device=cfg.device)
     data = load_for_encoder(data_path, meta, cfg)
+    if len(data.class_names) < 2:
+        raise DataError(data_path, f"every volume has the label {data.class_names[0]!r}: "
+                        "classification needs at least two classes (check --label-key)")
     size = input_size(cfg.size, meta, data.shape)
     in_ch = int(meta.get("in_channels") or 1)
     splits = make_splits(

@@ -113,3 +113,12 @@ def test_predict_on_an_empty_set_keeps_the_class_axis() -> None:
     net = ClassifierNet(torch.nn.Identity(), "pooled", 4, 3)
     empty = DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 4), torch.zeros(0)))
     assert predict(net, empty, torch.device("cpu")).shape == (0, 3)
+
+
+def test_one_class_csv_is_refused_by_name(tmp_path) -> None:
+    from medmim.errors import DataError
+
+    csv_path = write_crops_csv(tmp_path / "data", n=4, names=("benign",))
+    spec = write_scratch_spec(tmp_path / "arch")
+    with pytest.raises(DataError, match=r"every volume has the label 'benign': classification needs at least two"):
+        run_classify(f"scratch:{spec}", csv_path, tmp_path / "out", ClassifyConfig(folds=2, progress=False))
