@@ -99,6 +99,8 @@ def label_names(path: str | Path, given: Sequence[str] | None, cases: Sequence[C
     From `--labels`, else the datalist's MSD `labels` dict ({"0": "background", "1": ...}),
     else `class_1..class_K` with K the largest label value in the training cases.
     """
+    for c in cases:
+        check_label_map(c.masks["label"], c.record.label)
     top = max(int(c.masks["label"].max()) for c in cases)
     if given:
         names = list(given)
@@ -107,12 +109,40 @@ def label_names(path: str | Path, given: Sequence[str] | None, cases: Sequence[C
         if isinstance(labels, dict):
             names = [str(labels[k]) for k in sorted(labels, key=int) if int(k) > 0]
         else:
+            present = sorted({int(v) for c in cases for v in np.unique(c.masks["label"]) if v > 0})
+            if top > MAX_UNNAMED_CLASSES and len(present) < top:
+                raise DataError(path, f"label values {present[:8]}{' ...' if len(present) > 8 else ''} "
+                                f"reach {top} with no class names: that would train {top} classes. "
+                                "Name the classes with --labels or a datalist 'labels' dict, or "
+                                "remap the label maps to 0..K")
             names = [f"class_{k}" for k in range(1, top + 1)]
     if top > len(names):
         bad = next(c for c in cases if int(c.masks["label"].max()) > len(names))
         raise DataError(bad.record.label, f"label value {int(bad.masks['label'].max())} but only "
                                           f"{len(names)} classes named ({names}); fix --labels")
     return names
+
+
+#: without class names, label values up to this are taken as classes 1..K even when some
+#: do not occur in the training cases; above it, gaps mean the label maps are not class maps.
+MAX_UNNAMED_CLASSES = 16
+
+
+def check_label_map(label: Any, where: Any) -> None:
+    """A label map holds integers >= 0 (0 = background).
+
+    Raises:
+        DataError: negative or non-integer values, with the file and the fix.
+    """
+    values = np.asarray(label)
+    low = float(values.min()) if values.size else 0.0
+    if low < 0:
+        raise DataError(where, f"label map holds negative values (min {low:g}); labels are 0 "
+                        "(background) and 1..K; remap it")
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        frac = float(values[values != np.round(values)].flat[0])
+        raise DataError(where, f"label map holds non-integer values (e.g. {frac:g}): is it an image "
+                        "rather than a label map? Labels are integers 0..K")
 
 
 def load_cases(records: Sequence[Record], recipe: Any, with_labels: bool = True) -> list[Case]:
