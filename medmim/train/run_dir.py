@@ -123,6 +123,27 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml, or, when it cannot be parsed (truncated by a crash or a full
+    disk), the config stored in its last.ckpt (with a warning); {} when neither can be read."""
+    path = run_dir / CONFIG_FILE
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(saved, dict):
+            return saved
+        problem = f"holds a {type(saved).__name__}, not a mapping"
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        problem = f"cannot be parsed ({str(exc).splitlines()[0]})"
+    try:
+        ckpt = torch.load(run_dir / CKPT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
+        config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported when it is loaded
+        config = None
+    log.warning("%s %s; comparing with the config stored in the checkpoint%s; config.yaml will "
+                "be rewritten", path, problem, "" if isinstance(config, dict) else " (none found)")
+    return config if isinstance(config, dict) else {}
+
+
 def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
     """Compare the config of a run being resumed with the one it was started with.
 
@@ -133,7 +154,7 @@ def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return []
-    saved = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    saved = _flatten(_saved_config(run_dir))
     now = _flatten(current)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     changed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]

@@ -118,3 +118,13 @@ def test_stale_temp_cleanup_spares_live_writers(tmp_path: Path) -> None:
         f.write_bytes(b"x")
     remove_stale_temps(tmp_path)
     assert live.exists() and not dead.exists()
+
+
+def test_truncated_config_yaml_on_resume_uses_the_checkpoint(tmp_path: Path, caplog) -> None:
+    run = pretrain(toy_config(tmp_path, "name=t", "train.max_steps=2"), dataset=ToyVolumes())
+    text = (run / "config.yaml").read_text(encoding="utf-8")
+    (run / "config.yaml").write_text(text[: len(text) // 3] + "\n  - [unclosed", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="medmim"):
+        pretrain(toy_config(tmp_path, "name=t", "resume=true", "train.max_steps=4"), dataset=ToyVolumes())
+    assert "config.yaml cannot be parsed" in caplog.text and "config stored in the checkpoint" in caplog.text
+    assert "name: t" in (run / "config.yaml").read_text(encoding="utf-8")  # rewritten whole
