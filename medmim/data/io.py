@@ -21,6 +21,7 @@ with one warning naming the file and the count.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,16 @@ def load_volume(
     """
     path = Path(path)
     fmt = _check_path(path)
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise DataError(path, "cannot be opened: permission denied; fix its permissions "
+                        "(chmod a+r) or remove it from the source")
     try:
         array, affine = READERS[fmt](path, array_key, array_index)
     except DataError:
         raise
+    except PermissionError as exc:
+        raise DataError(path, f"cannot be opened: permission denied ({short_error(exc)}); fix its "
+                        "permissions (chmod a+r) or remove it from the source") from exc
     except Exception as exc:  # every reader error becomes a message naming the file
         raise DataError(
             path, f"cannot be read as {fmt} (corrupt or truncated?): {short_error(exc)}"

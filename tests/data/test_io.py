@@ -212,3 +212,15 @@ def test_2d_images_are_one_slice_volumes_when_allowed(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros(40, np.int16), np.eye(4)), str(tmp_path / "line.nii.gz"))
     with pytest.raises(DataError, match="2D image of shape"):
         load_volume(tmp_path / "line.nii.gz", allow_2d=True)  # 1D is still no image
+
+
+def test_permission_denied_is_not_called_corrupt(ct_file: Path, monkeypatch) -> None:
+    from medmim.data import io
+
+    def denied(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setitem(io.READERS, "nifti", denied)
+    with pytest.raises(DataError, match=r"cannot be opened: permission denied .*chmod a\+r") as err:
+        load_volume(ct_file)
+    assert "corrupt" not in str(err.value)
