@@ -126,6 +126,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no checkpoint there")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: not a readable medmim checkpoint (an empty file: its write was "
+                          "cut off, e.g. by a full disk)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types

@@ -109,3 +109,12 @@ def test_a_checkpoint_without_its_method_is_not_resumed(tmp_path: Path) -> None:
     torch.save({"step": 3, "optimizer": {}}, tmp_path / "last.ckpt")
     with pytest.raises(ConfigError, match=r"last.ckpt: not a resumable medmim checkpoint \(no 'method'"):
         load_resume_checkpoint(tmp_path)
+
+
+def test_an_empty_checkpoint_says_so(tmp_path: Path) -> None:
+    from medmim.errors import ConfigError
+    from medmim.train.checkpoint import load_checkpoint
+
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(an empty file"):
+        load_checkpoint(tmp_path / "last.ckpt")
