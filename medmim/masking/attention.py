@@ -35,6 +35,7 @@ from medmim.masking.utils import (
     check_grid,
     check_ratio,
     check_rounding,
+    host_scalar,
     num_masked,
     rand,
     rank_mask,
@@ -75,7 +76,7 @@ class _AttentionMasker(Masker):
         if self.ratio_range is None:
             return self.ratio
         low, high = self.ratio_range
-        return low + (high - low) * float(rand((1,), generator, None))
+        return low + (high - low) * host_scalar(rand((1,), generator, None))
 
     def _scores(self, grid: Sequence[int], batch_size: int, attn: Tensor | None) -> Tensor:
         """Validate `attn` against the grid and batch; return it as float (B, N)."""

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from medmim.errors import ConfigError
-from medmim.masking.utils import Grid, Masker, check_ratio
+from medmim.masking.utils import Grid, Masker, check_ratio, host_scalar
 from medmim.registry import MASKERS
 from medmim.types import MaskOutput
 
@@ -110,11 +110,8 @@ class BlockwiseMasker(Masker):
     ) -> MaskOutput:
         """One block mask per sample, drawn on the CPU by a Python RNG that `generator` seeds,
         then moved to `device`; `ratio` is the mean ratio asked for (`attn` is ignored)."""
-        seed = int(
-            torch.randint(
-                0, 2**62, (1,), generator=generator, device=generator.device if generator else None
-            )
-        )
+        seed = int(host_scalar(torch.randint(0, 2**62, (1,), generator=generator,
+                                             device=generator.device if generator else None)))
         rng = random.Random(seed)
         ratios = [self.draw_ratio(rng) for _ in range(batch_size)]
         masks = (

@@ -116,6 +116,13 @@ def num_masked(ratio: float, n: int, rounding: str = "ceil") -> int:
     return int(min(max(k, 0), n))
 
 
+def host_scalar(value: Tensor) -> int | float:
+    """The value of a one-element tensor drawn on the host (a CPU random draw for a ratio or a
+    seed). Reading a CPU tensor never waits for an accelerator; the host-sync test
+    (tests/methods/test_host_sync.py) counts every read of a tensor except those made here."""
+    return value.item()
+
+
 def rand(
     shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None
 ) -> Tensor:

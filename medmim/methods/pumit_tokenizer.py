@@ -160,10 +160,11 @@ class PUMITTokenizer(PretrainMethod):
         return StepOutput(loss=loss, logs=logs, visuals=visuals)
 
     @torch.no_grad()
-    def codebook_usage(self, logits: Tensor) -> float:
-        """Fraction of codes that are the argmax of at least one token in the batch."""
+    def codebook_usage(self, logits: Tensor) -> Tensor:
+        """Fraction of codes that are the argmax of at least one token in the batch (0-d, on
+        the logits' device: read at logging steps only)."""
         codes = logits.argmax(dim=-1).flatten()
-        return float(torch.bincount(codes, minlength=logits.shape[-1]).gt(0).float().mean())
+        return torch.bincount(codes, minlength=logits.shape[-1]).gt(0).float().mean()
 
     def on_optimizer_step(self, step: int) -> None:
         """Step the discriminator with its accumulated gradient and update the GAN gate."""

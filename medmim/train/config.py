@@ -98,8 +98,10 @@ class TrainConfig:
         vis_every: steps between progress PNGs in figures/ (0 = never).
         ckpt_every: steps between writes of checkpoints/last.ckpt (also written at the end).
         keep_every: steps between kept copies checkpoints/step-XXXXXX.ckpt (0 = none).
-        max_nonfinite: a non-finite loss or gradient skips the step; this many in a row stop
-            the run (with last.ckpt holding the last finite weights).
+        max_nonfinite: a non-finite loss or gradient is found at the next check step (a
+            logging or checkpoint step), which rolls the run back to the last state seen to
+            give a finite loss (medmim/train/guard.py); this many roll-backs in a row, with no
+            progress in between, stop the run (last.ckpt then holds that state).
         deterministic: `torch.use_deterministic_algorithms(True)` (slower; exact reruns on GPU).
         progress: tqdm progress bar on rank 0.
         find_unused_parameters: DDP option; true is safe for methods whose forward leaves some

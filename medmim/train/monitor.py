@@ -97,12 +97,15 @@ class Monitor:
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
 
-    def progress(self, step: int, loss: float, samples_per_s: float) -> None:
+    def progress(self, step: int) -> None:
         """Advance the bar to `step` steps done."""
-        if self._bar is None:
-            return
-        self._bar.update(step - self._bar.n)
-        self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def postfix(self, loss: float, samples_per_s: float) -> None:
+        """Show the loss and speed read at the last check step."""
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         """Write one row (metrics.jsonl, TensorBoard, train.log) for `step` steps done."""

@@ -57,7 +57,10 @@ class Session:
         model: the method, wrapped in DDP when distributed (call this one).
         method: the bare method (state_dict, hooks, parameters).
         step: optimizer steps done.
-        nonfinite_total, nonfinite_row: skipped steps, in total and in a row now.
+        nonfinite_total, nonfinite_row: non-finite steps in total; roll-backs in a row now.
+        guard: the `NonFiniteGuard` (device counters and the last verified state).
+        last_check: the step count at the last check step; rolled_back_to: the step whose
+            pre-update state the last roll-back restored (-1: none).
         lr_note: the resolved peak learning rate and where it came from, for train.log.
     """
 
@@ -78,6 +81,9 @@ class Session:
     nonfinite_total: int = 0
     nonfinite_row: int = 0
     lr_note: str = ""
+    guard: Any = None
+    last_check: int = 0
+    rolled_back_to: int = -1
 
     def sampler_state(self) -> dict[str, int]:
         """The data position of `step` and the layout it depends on."""
@@ -120,6 +126,10 @@ class Session:
         counters = ckpt.get("counters", {})
         self.nonfinite_total = int(counters.get("nonfinite_total", 0))
         self.nonfinite_row = int(counters.get("nonfinite_row", 0))
+        if self.nonfinite_row >= int(self.cfg.train.max_nonfinite):
+            log.info("the run was stopped by the non-finite guard; resuming with a fresh allowance "
+                     "of %d roll-backs", int(self.cfg.train.max_nonfinite))
+            self.nonfinite_row = 0
         saved, now = ckpt.get("sampler", {}), self.sampler_state()
         if any(saved.get(k) != now[k] for k in now if k not in ("epoch", "index")):
             log.warning("resuming with another data layout (%s -> %s): the data order differs "

@@ -162,3 +162,21 @@ def test_mim_method_errors(tokenizer_ckpt, tmp_path) -> None:
         METHODS.build(
             {"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone={**VIT, "patch_size": 8}
         )
+
+
+def test_pumit_steps_have_no_host_sync(tokenizer_ckpt) -> None:
+    """Issue 15: PUMIT's steps read nothing back from the device (see tests/host_sync.py).
+    The tokenizer's GAN stage is left out: its gate decides on the host, once per step, from
+    the discriminator's loss (medmim/losses/gan.py)."""
+    from host_sync import count_host_syncs
+
+    tokenizer = _tokenizer_method(gan_weight=0.0)
+    mim = METHODS.build({"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext())
+    for method in (tokenizer, mim):
+        method.train()
+        method(_batch(), step=0).loss.backward()  # first call: lazy set-up
+        with count_host_syncs() as calls:
+            out = method(_batch(), step=1)
+            out.loss.backward()
+            method.on_optimizer_step(1)
+        assert calls == [], (method.method_name, calls)

@@ -46,31 +46,66 @@ def test_last_layer_is_frozen_for_the_first_steps(tmp_path: Path) -> None:
     assert not torch.equal(at4["head.proj.weight"], initial["head.proj.weight"])
 
 
-def test_nonfinite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
+def test_nonfinite_steps_are_rolled_back_and_counted(tmp_path: Path) -> None:
+    # keep_every=1: every step is a check step, so each bad step is found before its update
     run = pretrain(toy_config(tmp_path, "method.nan_at=[3,6]", "train.keep_every=1", "train.max_steps=8"),
                    dataset=ToyVolumes())
-    before = torch.load(run / "checkpoints" / "step-000003.ckpt", weights_only=True)
+    good = torch.load(run / "checkpoints" / "step-000002.ckpt", weights_only=True)
     after = torch.load(run / "checkpoints" / "step-000004.ckpt", weights_only=True)
-    for key, value in before["method"].items():
-        if key != "center":  # updated by the forward pass
+    # step 3's NaN shows that the update of step 2 gave weights with a non-finite loss: the
+    # guard goes back to the state before step 2, the last one seen to give a finite loss
+    for key, value in good["method"].items():
+        if key != "center":  # the snapshot is taken after step 2's forward, which updates it
             assert torch.equal(value, after["method"][key]), key
-    assert str(before["optimizer"]["state"]) == str(after["optimizer"]["state"])
+    assert str(good["optimizer"]["state"]) == str(after["optimizer"]["state"])
     assert [r["nonfinite/total"] for r in rows(run)] == [0, 0, 1, 1, 2]
-    assert "step 3: non-finite loss or gradients (loss nan" in (run / "train.log").read_text(encoding="utf-8")
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "step 3: non-finite loss or gradients since step 3 (loss nan" in log
+    assert "rolled back to the state before step 2" in log
     assert after["counters"] == {"nonfinite_total": 1, "nonfinite_row": 1}
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    # one clean check after a roll-back is not yet progress (its update is not verified)
+    assert final["counters"] == {"nonfinite_total": 2, "nonfinite_row": 1}
+
+
+def test_nonfinite_between_checks_is_found_at_the_next_check(tmp_path: Path) -> None:
+    # log_every=4: step 5 is not a check step; its NaN is found at step 7 (8 done), which rolls
+    # back to the state before step 3 (4 done), the snapshot of the last clean check
+    run = pretrain(toy_config(tmp_path, "method.nan_at=[5]", "train.log_every=4", "train.keep_every=4",
+                              "train.max_steps=8"), dataset=ToyVolumes())
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "step 7: non-finite loss or gradients since step 4" in log
+    assert "rolled back to the state before step 3" in log
+    assert all(v.isfinite().all() for v in method_state(run).values() if v.is_floating_point())
 
 
 def test_nonfinite_in_a_row_stops_with_a_usable_checkpoint(tmp_path: Path) -> None:
-    cfg = toy_config(tmp_path, "method.nan_at=[2,3,4]", "train.max_nonfinite=3", "train.keep_every=2")
-    with pytest.raises(NonFiniteLossError, match=r"non-finite for 3 steps in a row \(up to step 4\).*last.ckpt"):
+    cfg = toy_config(tmp_path, "method.nan_at=[2,3,4]", "train.max_nonfinite=3", "train.keep_every=1")
+    with pytest.raises(NonFiniteLossError, match=r"3 times in a row \(last at step 4\).*last.ckpt holds the "
+                       r"state before step 1"):
         pretrain(cfg, dataset=ToyVolumes())
     ckpt = torch.load(tmp_path / "toy" / "checkpoints" / "last.ckpt", weights_only=True)
-    good = torch.load(tmp_path / "toy" / "checkpoints" / "step-000002.ckpt", weights_only=True)
+    good = torch.load(tmp_path / "toy" / "checkpoints" / "step-000001.ckpt", weights_only=True)
     assert ckpt["step"] == 5
     assert all(torch.equal(v, good["method"][k]) for k, v in ckpt["method"].items() if k != "center")
     cfg.resume = True
     pretrain(cfg, dataset=ToyVolumes())  # continues past the bad steps
     assert method_state(tmp_path / "toy")["student.mix.weight"].isfinite().all()
+
+
+def test_following_the_advice_after_a_huge_learning_rate_gives_a_finite_run(tmp_path: Path) -> None:
+    """lr=1e6 blows the weights up with a finite loss, then NaN: the guard must save weights
+    from before the blow-up, so that resuming with a sane learning rate trains (issue 14)."""
+    cfg = toy_config(tmp_path, "optim.lr=1e6", "train.max_nonfinite=3", "train.log_every=1")
+    with pytest.raises(NonFiniteLossError, match="resume=true"):
+        pretrain(cfg, dataset=ToyVolumes())
+    saved = method_state(tmp_path / "toy")
+    assert max(float(v.abs().max()) for v in saved.values() if v.is_floating_point()) < 10
+    cfg.resume, cfg.optim.lr = True, 1e-4
+    pretrain(cfg, dataset=ToyVolumes())
+    done = rows(tmp_path / "toy")
+    assert done[-1]["step"] == 16 and done[-1]["loss"] is not None
+    assert all(v.isfinite().all() for v in method_state(tmp_path / "toy").values() if v.is_floating_point())
 
 
 def test_accumulation_matches_a_larger_batch(tmp_path: Path) -> None:
