@@ -33,13 +33,14 @@ def test_fingerprint_of_a_ct_folder(tmp_path: Path, scans) -> None:
     np.testing.assert_allclose(fp["spacing"]["max"], [1.0, 0.9, 5.0], rtol=1e-5)
     assert fp["shape"] == {"median": [30, 30, 24], "min": [20, 20, 10], "max": [40, 36, 30]}
     assert fp["modality"] == "CT" and fp["orientation"] == {"RAS": 3}
+    assert {c["modality_source"] for c in fp["cases"]} == {"intensity"}
     p = fp["intensity"]["percentiles"]
     assert p["0.5"] == -1000 and 0 <= p["99.5"] <= 700 and fp["intensity"]["max"] <= 700
     assert fp["suggested_recipe"] == {"spacing": [0.8, 0.8, 2.5], "intensity": "ct"}
     text = format_summary(fp)
     assert (
         "3 readable, 1 unreadable of 4" in text
-        and "modality guess: CT" in text
+        and "modality: CT {'CT': 3} (3 guessed from intensities)" in text
         and "broken.nii.gz: empty file" in text
     )
 

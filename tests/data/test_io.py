@@ -217,7 +217,7 @@ def test_2d_images_are_one_slice_volumes_when_allowed(tmp_path: Path) -> None:
 def test_permission_denied_is_not_called_corrupt(ct_file: Path, monkeypatch) -> None:
     from medmim.data import io
 
-    def denied(path, *args):
+    def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setitem(io.READERS, "nifti", denied)

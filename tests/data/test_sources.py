@@ -13,11 +13,18 @@ from medmim.data.sources import Record, resolve_source
 from medmim.errors import DataError
 
 
-def _touch_dicom(folder: Path, n: int = 2) -> None:
-    folder.mkdir(parents=True)
+def _touch_dicom(folder: Path, n: int = 2, series_uid: str = "1.2.826.0.1.3680043.2.1125.7") -> None:
+    """`n` 4 x 4 slices of one series, 1 mm apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
     for k in range(n):
         img = sitk.Image(4, 4, sitk.sitkInt16)
-        sitk.WriteImage(img, str(folder / f"slice{k}.dcm"))
+        img.SetMetaData("0020|000e", series_uid)
+        img.SetMetaData("0020|0032", f"0\\0\\{k}")
+        img.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        writer.SetFileName(str(folder / f"{series_uid[-1]}slice{k}.dcm"))
+        writer.Execute(img)
 
 
 def test_folder_scan(tmp_path: Path, scans) -> None:
