@@ -126,22 +126,22 @@ def itk_reason(exc: Exception) -> str:
     return lines[-1].split("): ", 1)[-1][:200]
 
 
-def _read_monai(reader, path: Path, image: Any = None) -> Raw:
-    image = reader.read(str(path)) if image is None else image
+def _read_monai(reader, path: Path) -> Raw:
+    image = reader.read(str(path))
     array, meta = reader.get_data(image)
     return np.asarray(array), np.asarray(meta["affine"]), {}
 
 
 def _read_nifti(path: Path, **_: Any) -> Raw:
+    import nibabel as nib
     from monai.data import NibabelReader
 
-    reader = NibabelReader()
-    image = reader.read(str(path))
-    if not np.isfinite(np.asarray(image.affine, dtype=np.float64)).all():
-        codes = f"sform_code {int(image.header['sform_code'])}, qform_code {int(image.header['qform_code'])}"
+    header = nib.load(str(path)).header  # as stored: MONAI rebuilds a NaN affine from pixdim
+    if not np.isfinite(header.get_best_affine()).all():
+        codes = f"sform_code {int(header['sform_code'])}, qform_code {int(header['qform_code'])}"
         raise DataError(path, f"its header affine holds NaN or infinite values ({codes}); fix "
                         "the sform/qform (e.g. nibabel `img.set_sform(affine, code=1)`)")
-    return _read_monai(reader, path, image)
+    return _read_monai(NibabelReader(), path)
 
 
 def _read_nrrd(path: Path, **_: Any) -> Raw:

@@ -110,9 +110,13 @@ def resolve_source(
     if not path.exists():
         raise DataError(path, "source not found")
     ext = extension(path)
-    if path.is_dir() and not is_dicom_dir(path):
+    try:
+        dicom = is_dicom_dir(path)
+    except OSError as exc:
+        raise _unlistable(path, exc) from exc
+    if path.is_dir() and not dicom:
         records = scan_folder(path, skipped=skipped)
-    elif path.is_dir():
+    elif dicom:
         records = dicom_records(path)
     elif ext == ".json":
         records = read_datalist(path, key=key, split=split)
