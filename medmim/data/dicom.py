@@ -17,9 +17,11 @@ the transfer syntax and the packages to install.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,11 +115,28 @@ def _series_files(folder: Path, series: str | None) -> list[Path]:
     return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
 
 
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """No value validation while reading: pydicom's warnings quote values (and log them), which
+    could put an identifier in a log."""
+    from pydicom import config
+
+    saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = saved
+
+
 def _header(file: Path) -> Any:
     import pydicom
 
     try:
-        return pydicom.dcmread(file, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        with _quiet_pydicom():
+            return pydicom.dcmread(file, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
     except Exception as exc:
         raise DataError(file, f"corrupt DICOM header: {short_error(exc)}") from exc
 
@@ -201,12 +220,13 @@ def _decompressed(files: Sequence[Path], folder: Path) -> list[Path]:
     import pydicom
 
     copies = []
-    for i, file in enumerate(files):
-        ds = pydicom.dcmread(file)
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.decompress()
-        copies.append(folder / f"{i:06d}.dcm")
-        ds.save_as(copies[-1])
+    with _quiet_pydicom():
+        for i, file in enumerate(files):
+            ds = pydicom.dcmread(file)
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.decompress()
+            copies.append(folder / f"{i:06d}.dcm")
+            ds.save_as(copies[-1])
     return copies
 
 

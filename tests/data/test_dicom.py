@@ -235,3 +235,4 @@ def test_pydicom_decodes_what_gdcm_cannot(monkeypatch) -> None:
     monkeypatch.setattr(dicom, "_sitk_read", gdcm_fails_on_the_original)
     vol = load_volume(sample)
     np.testing.assert_array_equal(vol.numpy(), load_volume(_sample("emri_small.dcm")).numpy())
+
