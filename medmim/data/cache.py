@@ -101,8 +101,10 @@ class VolumeCache:
             _atomic_write_text(self.root / "recipe.json", json.dumps(self.recipe, indent=2))
 
     def key(self, record: Record) -> str:
-        """The entry's name: hash of the content and of the volume's place in an archive."""
+        """The entry's name: hash of the content and of the volume's place in an archive or
+        DICOM folder (its series)."""
         where = f"{record.array_key}:{record.array_index}" if record.array_key else ""
+        where += f"|series:{record.series}" if record.series else ""
         return hashlib.sha1(f"{content_digest(record.image)}|{where}".encode()).hexdigest()
 
     def _paths(self, key: str) -> tuple[Path, Path]:

@@ -5,9 +5,11 @@ the source: counts, spacing and shape statistics (median, min, max per axis), in
 percentiles of the pooled samples, a modality guess, the unreadable files with their reasons,
 and a suggested recipe (median spacing, as nnU-Net's default target).
 
-Modality guess, per scan: "CT" when at least 1% of the sampled voxels are below -500 (air in
-Hounsfield units; MR and MedMNIST intensities are never that negative), else "MR" (which covers
-any non-HU intensity scale). The source's modality is the majority of its scans.
+Modality, per scan: the DICOM `Modality` tag when the scan has one (`modality_source: "dicom"`),
+else a guess from the intensities (`modality_source: "intensity"`): "CT" when at least 1% of the
+sampled voxels are below -500 (air in Hounsfield units; MR and MedMNIST intensities are never
+that negative), else "MR" (which covers any non-HU intensity scale). The source's modality is
+the majority of its scans.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ def _case(record: Record, volume: Any, sample: np.ndarray) -> dict[str, Any]:
         "orientation": "".join(aff2axcodes(affine)),
         "min": float(sample.min()),
         "max": float(sample.max()),
-        "modality": guess_modality(sample),
+        **_modality(volume, sample),
     }
+
+
+def _modality(volume: Any, sample: np.ndarray) -> dict[str, str]:
+    """The DICOM Modality tag when present, else the intensity guess; and which it was."""
+    tag = getattr(volume, "meta", {}).get("modality")
+    if tag:
+        return {"modality": str(tag), "modality_source": "dicom"}
+    return {"modality": guess_modality(sample), "modality_source": "intensity"}
 
 
 def _axis_stats(rows: list[list[float]]) -> dict[str, list[float]]:
@@ -137,8 +147,18 @@ def format_summary(fp: dict[str, Any]) -> str:
         )
         lines.append(f"orientation: {', '.join(f'{k} x{v}' for k, v in fp['orientation'].items())}")
         lines.append(
-            f"modality guess: {fp['modality']} {fp['modality_votes']}; suggested recipe {fp['suggested_recipe']}"
+            f"modality: {fp['modality']} {fp['modality_votes']} ({_sources(fp['cases'])}); "
+            f"suggested recipe {fp['suggested_recipe']}"
         )
     for bad in fp["unreadable"]:
         lines.append(f"unreadable: {bad['path']}: {bad['reason']}")
     return "\n".join(lines)
+
+
+def _sources(cases: list[dict[str, Any]]) -> str:
+    """'2 from DICOM tags, 1 guessed from intensities'."""
+    votes = Counter(c.get("modality_source", "intensity") for c in cases)
+    parts = [f"{votes['dicom']} from DICOM tags"] if votes["dicom"] else []
+    if votes["intensity"]:
+        parts.append(f"{votes['intensity']} guessed from intensities")
+    return ", ".join(parts)

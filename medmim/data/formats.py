@@ -1,26 +1,26 @@
 """The image formats `medmim.data.io.load_volume` reads: detection by extension (or the DICOM
-magic bytes) and one reader per format, each returning the raw array and its voxel -> RAS mm
-affine.
+magic bytes) and one reader per format, each returning the raw array, its voxel -> RAS mm
+affine and format-specific meta.
 
-| extension            | reader                                   |
-|----------------------|------------------------------------------|
-| .nii, .nii.gz        | `monai.data.NibabelReader`               |
-| .nrrd, .nhdr         | `monai.data.NrrdReader` (LPS -> RAS)     |
-| .mha, .mhd           | SimpleITK (LPS -> RAS, as `ITKReader`)   |
-| DICOM series folder  | `monai.data.PydicomReader` (LPS -> RAS)  |
-| .dcm (one file)      | `monai.data.PydicomReader`               |
-| .npy, .npz           | `numpy.load` (no pickles; no geometry: 1 mm, identity affine) |
+| extension            | reader                                                         |
+|----------------------|----------------------------------------------------------------|
+| .nii, .nii.gz        | `monai.data.NibabelReader` (a NaN sform/qform is refused)      |
+| .nrrd, .nhdr         | `monai.data.NrrdReader` (LPS -> RAS)                           |
+| .mha, .mhd           | SimpleITK (LPS -> RAS, as `ITKReader`)                         |
+| DICOM folder         | SimpleITK/GDCM, one volume per SeriesInstanceUID (LPS -> RAS)  |
+| .dcm (one file)      | SimpleITK/GDCM, multi-frame objects included (LPS -> RAS)      |
+| .npy, .npz           | `numpy.load` (no pickles; no geometry: 1 mm, identity affine)  |
 
 SimpleITK reads MetaImage because the optional `itk` package that MONAI's `ITKReader` needs is
-not a dependency. DICOM identifiers are never read (only `SeriesInstanceUID`, to refuse a folder
-that mixes series).
+not a dependency. DICOM details (series, HU rescale, the `Modality` tag, undecodable transfer
+syntaxes, identifiers never read) are in `medmim.data.dicom`.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,62 +82,32 @@ def short_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _read_monai(reader, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = reader.read(str(path))
-    array, meta = reader.get_data(image)
-    return np.asarray(array), np.asarray(meta["affine"])
+#: What a reader returns: the array, its voxel -> RAS mm affine (4, 4), format meta.
+Raw = tuple[np.ndarray, np.ndarray, dict]
 
 
-def _read_nifti(path: Path, *_: object) -> tuple[np.ndarray, np.ndarray]:
-    from monai.data import NibabelReader
-
-    return _read_monai(NibabelReader(), path)
-
-
-def _read_nrrd(path: Path, *_: object) -> tuple[np.ndarray, np.ndarray]:
-    from monai.data import NrrdReader
-
-    return _read_monai(NrrdReader(), path)
+def rgb_error(path: str | Path, what: str) -> DataError:
+    """The error for colour (RGB) or vector pixels, which medmim does not read."""
+    return DataError(path, f"has colour/vector pixels ({what}); medmim reads one intensity per "
+                     "voxel: convert it to grayscale or remove it from the source")
 
 
-def _read_dicom(path: Path, *_: object) -> tuple[np.ndarray, np.ndarray]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nvImageCodec notice on import
-        from monai.data import PydicomReader
-    if path.is_dir():
-        _check_one_series(path)
-    return _read_monai(PydicomReader(fname_regex=None), path)
+def image_to_ras(path: Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A SimpleITK image as an (X, Y, Z) array and its voxel -> RAS mm affine.
 
+    ITK indexes (x, y, z) and stores LPS geometry; `GetArrayFromImage` gives (z, y, x), so the
+    array is transposed to match the affine's columns, as NIfTI is returned.
 
-def _check_one_series(folder: Path) -> None:
-    """A folder must hold one DICOM series of at least 2 slices (identifiers are never read)."""
-    import pydicom
-
-    uids: set[str] = set()
-    n = 0
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p)):
-        try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-        except Exception as exc:
-            raise DataError(file, f"corrupt DICOM file in series folder: {short_error(exc)}") from exc
-        uids.add(str(getattr(ds, "SeriesInstanceUID", "")))
-        n += 1
-    if len(uids) > 1:
-        raise DataError(
-            folder, f"folder holds {len(uids)} DICOM series; put each series in its own folder"
-        )
-    if n < 2:
-        raise DataError(
-            folder, f"DICOM series of {n} slice: a 2D image where a 3D volume is expected"
-        )
-
-
-def _read_metaimage(path: Path, *_: object) -> tuple[np.ndarray, np.ndarray]:
+    Raises:
+        DataError: RGB or vector pixels.
+    """
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image)  # (z, y, x)
-    array = np.transpose(array, tuple(range(array.ndim))[::-1])  # -> (x, y, z)
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        raise rgb_error(path, f"{components} components per pixel")
+    array = sitk.GetArrayFromImage(image)
+    array = np.transpose(array, tuple(range(array.ndim))[::-1])
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
     affine = np.eye(4)
@@ -147,7 +117,52 @@ def _read_metaimage(path: Path, *_: object) -> tuple[np.ndarray, np.ndarray]:
     return array, LPS_TO_RAS @ affine
 
 
-def _read_numpy(path: Path, key: str | None, index: int | None) -> tuple[np.ndarray, np.ndarray]:
+def itk_reason(exc: Exception) -> str:
+    """The 'ITK ERROR: ...' line of a SimpleITK exception without the object address (its first
+    line only names SimpleITK's source file), else `short_error` (any other exception)."""
+    lines = [line.strip() for line in str(exc).splitlines() if "ERROR" in line]
+    if not lines:
+        return short_error(exc)
+    return lines[-1].split("): ", 1)[-1][:200]
+
+
+def _read_monai(reader, path: Path) -> Raw:
+    image = reader.read(str(path))
+    array, meta = reader.get_data(image)
+    return np.asarray(array), np.asarray(meta["affine"]), {}
+
+
+def _read_nifti(path: Path, **_: Any) -> Raw:
+    import nibabel as nib
+    from monai.data import NibabelReader
+
+    header = nib.load(str(path)).header  # as stored: MONAI rebuilds a NaN affine from pixdim
+    if not np.isfinite(header.get_best_affine()).all():
+        codes = f"sform_code {int(header['sform_code'])}, qform_code {int(header['qform_code'])}"
+        raise DataError(path, f"its header affine holds NaN or infinite values ({codes}); fix "
+                        "the sform/qform (e.g. nibabel `img.set_sform(affine, code=1)`)")
+    return _read_monai(NibabelReader(), path)
+
+
+def _read_nrrd(path: Path, **_: Any) -> Raw:
+    from monai.data import NrrdReader
+
+    return _read_monai(NrrdReader(), path)
+
+
+def _read_dicom(path: Path, *, series: str | None = None, **_: Any) -> Raw:
+    from medmim.data.dicom import read_dicom
+
+    return read_dicom(path, series)
+
+
+def _read_metaimage(path: Path, **_: Any) -> Raw:
+    import SimpleITK as sitk
+
+    return (*image_to_ras(path, sitk.ReadImage(str(path))), {})
+
+
+def _read_numpy(path: Path, *, key: str | None = None, index: int | None = None, **_: Any) -> Raw:
     if extension(path) == ".npz":
         array = _npz_array(str(path), key, path.stat().st_mtime_ns)
     else:
@@ -158,7 +173,7 @@ def _read_numpy(path: Path, key: str | None, index: int | None) -> tuple[np.ndar
                 path, f"volume index {index} out of range for array of shape {array.shape}"
             )
         array = array[index]
-    return np.asarray(array), np.eye(4)
+    return np.asarray(array), np.eye(4), {}
 
 
 @functools.lru_cache(maxsize=2)
@@ -188,7 +203,7 @@ FORMATS = {
     ".npy": "numpy",
     ".npz": "numpy",
 }
-#: format name -> reader(path, npz key, stack index) -> (array, affine).
+#: format name -> reader(path, key=npz array, index=stack index, series=DICOM series) -> Raw.
 READERS = {
     "nifti": _read_nifti,
     "nrrd": _read_nrrd,

@@ -163,12 +163,15 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
 
 def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, CachedVolume]]:
     """Every usable scan of `cfg.source`, preprocessed into the cache; the bad ones recorded."""
-    records = resolve_source(cfg.source, key=cfg.key, split=cfg.split)
+    unlisted: list[DataError] = []  # sub-folders that cannot be listed, under on_error=skip
+    records = resolve_source(cfg.source, key=cfg.key, split=cfg.split,
+                             skipped=unlisted if cfg.on_error == "skip" else None)
     cache = VolumeCache(cache_root(cfg.cache_dir, run_dir), cfg.recipe, allow_2d=cfg.mode == "native")
     t0 = time.perf_counter()
     volumes, errors = cache_records(
         records, cache, on_error=cfg.on_error, desc="preprocess + cache"
     )
+    errors = unlisted + errors
     skipped = write_skipped(errors, run_dir)
     log.info(
         "data: %d scans cached in %s (%.1f s); %d skipped%s",

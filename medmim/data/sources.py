@@ -2,7 +2,10 @@
 
 A source is one of:
 
-- a folder, scanned recursively for image files and DICOM series folders. Sub-folders whose
+- a folder, scanned recursively for image files and DICOM folders; a DICOM folder gives one
+  record per series (SeriesInstanceUID), named `folder::series-<hash>` when it holds several.
+  A sub-folder that cannot be listed is an error, or, given a `skipped` list, recorded there
+  and passed over (training's `on_error=skip`). Sub-folders whose
   name starts with 'label' or 'mask' (MSD `labelsTr`, nnU-Net, the phantoms' `labels/`) are
   skipped, so a dataset root never feeds segmentations to pretraining as images. MedMNIST
   archives found in a folder are skipped too (give the `.npz` itself as the source);
@@ -13,7 +16,7 @@ A source is one of:
   `test_*`); one record per volume, values kept as uint8 0..255: use the "medmnist" recipe
   (`orientation='' spacing=null window=[0,255] foreground_crop=false`).
   'training'/'validation' are read as 'train'/'val';
-- a single image file or DICOM series folder.
+- a single image file or DICOM folder.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from medmim.data.dicom import list_series, series_tag
 from medmim.data.formats import EXTENSIONS, extension, is_dicom_dir, is_dicom_file
 from medmim.data.io import load_volume
 from medmim.errors import DataError, did_you_mean
@@ -46,6 +50,8 @@ class Record:
         extra: the other fields of the datalist / CSV row.
         array_key: for `.npz` sources, the array holding the volume ('train_images').
         array_index: for stacked volumes (MedMNIST), the volume's index in `array_key`.
+        series: for a DICOM folder that holds several series, the SeriesInstanceUID of this
+            one (None: the folder's only series).
     """
 
     image: str
@@ -53,10 +59,14 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     array_key: str | None = None
     array_index: int | None = None
+    series: str | None = None
 
     @property
     def name(self) -> str:
-        """A unique, readable id: the path, plus '::key[i]' for a volume inside an archive."""
+        """A unique, readable id: the path, plus '::key[i]' for a volume inside an archive or
+        '::series-<hash>' for one series of a DICOM folder (no patient identifier)."""
+        if self.series is not None:
+            return f"{self.image}::{series_tag(self.series)}"
         if self.array_key is None:
             return self.image
         return f"{self.image}::{self.array_key}[{self.array_index}]"
@@ -64,14 +74,30 @@ class Record:
     def load(self, **kwargs: Any):
         """Read the volume (see `medmim.data.io.load_volume`)."""
         return load_volume(
-            self.image, array_key=self.array_key, array_index=self.array_index, **kwargs
+            self.image,
+            array_key=self.array_key,
+            array_index=self.array_index,
+            series=self.series,
+            **kwargs,
         )
 
 
 def resolve_source(
-    source: str | Path, *, key: str = "image", split: str = "training"
+    source: str | Path,
+    *,
+    key: str = "image",
+    split: str = "training",
+    skipped: list[DataError] | None = None,
 ) -> list[Record]:
     """List the records of a source (a folder, datalist JSON, CSV, MedMNIST npz or one image).
+
+    Args:
+        source: the source path.
+        key: datalist / CSV field of the image path.
+        split: datalist section or MedMNIST split.
+        skipped: when given (training's `on_error=skip`), sub-folders of a folder source that
+            cannot be listed are appended here as `DataError`s and passed over; when None they
+            are an error.
 
     Raises:
         DataError: when the source does not exist, cannot be parsed or holds no images.
@@ -84,8 +110,14 @@ def resolve_source(
     if not path.exists():
         raise DataError(path, "source not found")
     ext = extension(path)
-    if path.is_dir() and not is_dicom_dir(path):
-        records = scan_folder(path)
+    try:
+        dicom = is_dicom_dir(path)
+    except OSError as exc:
+        raise _unlistable(path, exc) from exc
+    if path.is_dir() and not dicom:
+        records = scan_folder(path, skipped=skipped)
+    elif dicom:
+        records = dicom_records(path)
     elif ext == ".json":
         records = read_datalist(path, key=key, split=split)
     elif ext == ".csv":
@@ -101,15 +133,23 @@ def resolve_source(
     return records
 
 
-def scan_folder(folder: str | Path, _seen: set[str] | None = None) -> list[Record]:
-    """Image files and DICOM series folders under `folder`, sorted by path.
+def scan_folder(
+    folder: str | Path, *, skipped: list[DataError] | None = None, _seen: set[str] | None = None
+) -> list[Record]:
+    """Image files and DICOM series under `folder`, sorted by path (see `dicom_records`).
 
     Symbolic links are followed once: a folder or file whose resolved path was already scanned
     (a link loop such as `ln -s . a`, or a second link to the same data) is skipped, so a scan
     always ends and lists each scan once.
 
+    Args:
+        folder: the folder to scan.
+        skipped: when given, a sub-folder that cannot be listed is appended here (as a
+            `DataError` naming it) and passed over instead of raising.
+
     Raises:
-        DataError: a folder that cannot be listed (permissions), named.
+        DataError: a folder that cannot be listed (permissions), named; for a sub-folder only
+            when `skipped` is None.
     """
     folder = Path(folder)
     seen = set() if _seen is None else _seen
@@ -117,7 +157,10 @@ def scan_folder(folder: str | Path, _seen: set[str] | None = None) -> list[Recor
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
-        raise _unlistable(folder, exc) from exc
+        if skipped is None or _seen is None:
+            raise _unlistable(folder, exc) from exc
+        skipped.append(_unlistable(folder, exc))
+        return []
     found: list[Record] = []
     for path in entries:
         real = os.path.realpath(path)
@@ -129,16 +172,29 @@ def scan_folder(folder: str | Path, _seen: set[str] | None = None) -> list[Recor
             try:
                 dicom = is_dicom_dir(path)
             except OSError as exc:
-                raise _unlistable(path, exc) from exc
+                if skipped is None:
+                    raise _unlistable(path, exc) from exc
+                skipped.append(_unlistable(path, exc))
+                continue
             if dicom:
-                found.append(Record(str(path)))
-            found.extend(scan_folder(path, seen))
+                found.extend(dicom_records(path))
+            found.extend(scan_folder(path, skipped=skipped, _seen=seen))
         elif extension(path) in EXTENSIONS and not is_dicom_file(path):
             seen.add(real)
             if extension(path) == ".npz" and _medmnist_keys(path):
                 continue
             found.append(Record(str(path)))
     return found
+
+
+def dicom_records(folder: str | Path) -> list[Record]:
+    """One record per DICOM series in `folder` (its direct files); `series` is set only when
+    the folder holds several, so a one-series folder keeps its plain name. A folder in which
+    GDCM finds no image series gives one record, whose loading names the problem."""
+    uids = list_series(folder)
+    if len(uids) <= 1:
+        return [Record(str(folder))]
+    return [Record(str(folder), series=uid) for uid in uids]
 
 
 def _unlistable(folder: Path, exc: OSError) -> DataError:
@@ -232,6 +288,8 @@ def read_medmnist(path: str | Path, *, split: str = "train") -> list[Record]:
         raise DataError(
             path, f"'{split}_images' has shape {images.shape}; MedMNIST 3D is (N, D, H, W)"
         )
+    if labels is not None:
+        _check_medmnist_labels(path, split, images.shape[0], labels)
     return [
         Record(
             str(path),
@@ -241,6 +299,22 @@ def read_medmnist(path: str | Path, *, split: str = "train") -> list[Record]:
         )
         for i in range(images.shape[0])
     ]
+
+
+def _check_medmnist_labels(path: Path, split: str, n: int, labels: np.ndarray) -> None:
+    """One finite label per volume."""
+    if labels.shape[:1] != (n,):
+        raise DataError(path, f"'{split}_labels' has shape {labels.shape} but '{split}_images' "
+                        f"holds {n} volumes; MedMNIST needs one label row per volume, (N, 1): "
+                        "re-download or re-export the archive")
+    if not np.issubdtype(labels.dtype, np.number):
+        raise DataError(path, f"'{split}_labels' has non-numeric type {labels.dtype}; "
+                        "MedMNIST labels are integers")
+    bad = ~np.isfinite(labels.astype(np.float64).reshape(-1))
+    if bad.any():
+        raise DataError(path, f"'{split}_labels' holds {int(bad.sum())} NaN/infinite labels "
+                        f"(first at volume {int(np.argmax(bad))}); MedMNIST labels are integers: "
+                        "re-download or re-export the archive")
 
 
 def _record(base: Path, item: dict[str, Any], key: str) -> Record:

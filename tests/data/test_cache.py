@@ -95,6 +95,23 @@ def test_archive_members_have_their_own_entries(tmp_path: Path, scans) -> None:
     assert e0.path != e1.path and e1.meta["source"].endswith("::train_images[1]")
 
 
+def test_series_of_one_dicom_folder_have_their_own_entries(tmp_path: Path) -> None:
+    """Two series in one folder: same folder content, so the series must be in the key."""
+    from test_dicom import _series_from
+
+    from medmim.data.sources import resolve_source
+
+    _series_from("CT_small.dcm", tmp_path / "study", 3, prefix="A")
+    _series_from("CT_small.dcm", tmp_path / "study", 2, prefix="B")
+    cache = VolumeCache(
+        tmp_path / "cache", RecipeConfig(orientation="", spacing=None, foreground_crop=False)
+    )
+    entries = [cache.ensure(r) for r in resolve_source(tmp_path / "study")]
+    assert entries[0].path != entries[1].path
+    assert sorted(e.array().shape[-1] for e in entries) == [2, 3]
+    assert all("::series-" in e.meta["source"] for e in entries)
+
+
 def test_concurrent_writers_and_partial_entries(tmp_path: Path, ct_file: Path, counted) -> None:
     cache = VolumeCache(tmp_path / "cache", RECIPE)
     with ThreadPoolExecutor(4) as pool:

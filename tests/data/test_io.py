@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from medmim.data.io import load_volume, spacing_of
+from medmim.data.sources import resolve_source
 from medmim.errors import DataError
 
 
@@ -107,8 +108,21 @@ def test_dicom_folder_errors(tmp_path: Path, scans) -> None:
         tmp_path / "mixed", array, (1, 1, 1), (0, 0, 9), series_uid="1.2.3.99", start=10
     )
     with pytest.raises(DataError, match="2 DICOM series") as info:
-        load_volume(tmp_path / "mixed")
+        load_volume(tmp_path / "mixed")  # a folder of several series: one is chosen, or an error
     assert info.value.path == str(tmp_path / "mixed")
+    records = resolve_source(tmp_path / "mixed")
+    assert sorted(r.series for r in records) == ["1.2.3.99", "1.2.826.0.1.3680043.2.1125.1"]
+    for record in records:
+        vol = record.load()
+        np.testing.assert_array_equal(vol[0].numpy(), array)
+        assert float(vol.affine[2, 3]) == (9.0 if record.series == "1.2.3.99" else 0.0)
+    text = str(info.value) + " ".join(r.name for r in records)
+    assert "Doe" not in text and "PATIENT-ID-42" not in text
+    _write_dicom_series(tmp_path / "dup", array, (1, 1, 1), (0, 0, 0))
+    _write_dicom_series(tmp_path / "dup", array[:, :, :1], (1, 1, 1), (0, 0, 0), start=5)
+    reason = _bad(tmp_path / "dup").reason  # two files at (0, 0, 0)
+    assert "2 files share the slice position (0, 0, 0) mm" in reason
+    assert "Doe" not in reason and "PATIENT-ID-42" not in reason
     _write_dicom_series(tmp_path / "single", array[:, :, :1], (1, 1, 1), (0, 0, 0))
     with pytest.raises(DataError, match="2D image"):
         load_volume(tmp_path / "single")
@@ -217,7 +231,7 @@ def test_2d_images_are_one_slice_volumes_when_allowed(tmp_path: Path) -> None:
 def test_permission_denied_is_not_called_corrupt(ct_file: Path, monkeypatch) -> None:
     from medmim.data import io
 
-    def denied(path, *args):
+    def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setitem(io.READERS, "nifti", denied)

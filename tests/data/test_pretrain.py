@@ -48,6 +48,27 @@ def test_items_follow_the_contract_and_bad_files_are_skipped(tmp_path: Path, sou
     assert len((run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
+def test_unlistable_sub_folder_is_skipped_and_recorded(tmp_path: Path, source: Path, monkeypatch) -> None:
+    """Under on_error=skip a sub-folder that cannot be listed goes to skipped.jsonl; under fail
+    it stops the run, named."""
+    (source / "locked").mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    run = tmp_path / "runs" / "r1"
+    assert len(build_pretrain_dataset(_cfg(source, tmp_path), run, seed=0)) == 3
+    rows = [json.loads(line) for line in (run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["path"] for r in rows] == [str(source / "locked"), str(source / "truncated.nii.gz")]
+    assert "cannot be listed (Permission denied)" in rows[0]["reason"]
+    with pytest.raises(DataError, match="locked: cannot be listed"):
+        build_pretrain_dataset(_cfg(source, tmp_path, on_error="fail"), tmp_path / "r2", seed=0)
+
+
 def test_fail_stops_before_training(tmp_path: Path, source: Path) -> None:
     with pytest.raises(DataError, match="truncated.nii.gz: cannot be read"):
         build_pretrain_dataset(_cfg(source, tmp_path, on_error="fail"), tmp_path / "run", seed=0)

@@ -13,11 +13,18 @@ from medmim.data.sources import Record, resolve_source
 from medmim.errors import DataError
 
 
-def _touch_dicom(folder: Path, n: int = 2) -> None:
-    folder.mkdir(parents=True)
+def _touch_dicom(folder: Path, n: int = 2, series_uid: str = "1.2.826.0.1.3680043.2.1125.7") -> None:
+    """`n` 4 x 4 slices of one series, 1 mm apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
     for k in range(n):
         img = sitk.Image(4, 4, sitk.sitkInt16)
-        sitk.WriteImage(img, str(folder / f"slice{k}.dcm"))
+        img.SetMetaData("0020|000e", series_uid)
+        img.SetMetaData("0020|0032", f"0\\0\\{k}")
+        img.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        writer.SetFileName(str(folder / f"{series_uid[-1]}slice{k}.dcm"))
+        writer.Execute(img)
 
 
 def test_folder_scan(tmp_path: Path, scans) -> None:
@@ -98,6 +105,25 @@ def test_medmnist(tmp_path: Path) -> None:
         resolve_source(tmp_path / "organmnist3d.npz", split="tset")
 
 
+@pytest.mark.parametrize("problem", ["short", "nan"])
+def test_medmnist_labels_must_match_the_images(tmp_path: Path, problem: str) -> None:
+    images = np.zeros((4, 28, 28, 28), np.uint8)
+    labels = np.arange(4, dtype=np.float64)[:, None]
+    if problem == "short":
+        labels = labels[:3]
+    else:
+        labels[2, 0] = np.nan
+    np.savez(tmp_path / "nodulemnist3d.npz", train_images=images, train_labels=labels)
+    with pytest.raises(DataError) as err:
+        resolve_source(tmp_path / "nodulemnist3d.npz")
+    assert err.value.path == str(tmp_path / "nodulemnist3d.npz")
+    assert "'train_labels'" in err.value.reason
+    if problem == "short":
+        assert "shape (3, 1) but 'train_images' holds 4 volumes" in err.value.reason
+    else:
+        assert "1 NaN/infinite labels (first at volume 2)" in err.value.reason
+
+
 def test_single_file_and_bad_sources(tmp_path: Path, ct_file: Path) -> None:
     assert resolve_source(ct_file) == [Record(str(ct_file))]
     with pytest.raises(DataError, match="source not found"):
@@ -147,6 +173,13 @@ def test_unlistable_folder_is_named(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(Path, "iterdir", iterdir)
     with pytest.raises(DataError, match=r"locked: cannot be listed \(Permission denied\); fix its permissions"):
         resolve_source(root)
+    skipped: list[DataError] = []  # training's on_error=skip: passed over and recorded
+    records = resolve_source(root, skipped=skipped)
+    assert [r.image for r in records] == [str(root / "a.nii.gz")]
+    assert [e.path for e in skipped] == [str(root / "locked")]
+    assert "cannot be listed (Permission denied)" in skipped[0].reason
+    with pytest.raises(DataError, match="cannot be listed"):  # the source itself stays an error
+        resolve_source(root / "locked", skipped=[])
 
 
 def test_datalist_entries_that_are_not_objects_are_named(tmp_path: Path) -> None:
