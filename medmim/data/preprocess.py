@@ -92,7 +92,7 @@ def preset_name(name: str, field: str = "recipe") -> str:
             f"or set data.recipe.intensity={name} on a recipe. Recipes: {', '.join(choices)}"
         )
     raise ConfigError(
-        f"{field}={name}: unknown recipe.{did_you_mean(name, choices)} Recipes: "
+        f"{field}={name}: unknown recipe '{name}'.{did_you_mean(name, choices)} Recipes: "
         f"{', '.join(choices)} (ct = smart)"
     )
 

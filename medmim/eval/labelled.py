@@ -322,7 +322,7 @@ def load_for_encoder(
         from medmim.eval.runtime import check_data_recipe
 
         records = read_csv(Path(source), key=opts.image_key, key_flag="--image-key")
-        check_data_recipe(records, recipe, opts.force_recipe, opts.recipe, str(source))
+        check_data_recipe(records, recipe, opts.force_recipe, opts.recipe, str(source), crops=True)
     data = load_labelled(
         source,
         recipe=recipe,

@@ -52,13 +52,13 @@ def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]
 
 
 def check_data_recipe(records: Sequence[Any], recipe: Any, force: bool = False,
-                      override: str | None = None, source: str = "") -> None:
+                      override: str | None = None, source: str = "", crops: bool = False) -> None:
     """Stop (`ConfigError`) when `recipe` is made for another modality than a few of `records`
-    (`medmim.data.recipe_check`), naming `--plan` / `--recipe` / `--force-recipe`; `force`
-    skips the check."""
+    (`medmim.data.recipe_check`; `crops`: volumes cut around objects, see there), naming
+    `--plan` / `--recipe` / `--force-recipe`; `force` skips the check."""
     if force:
         return
     from medmim.data.recipe_check import EVAL_FIXES, check_recipe_modality
 
     what = f"--recipe {override}" if override else "the encoder's recipe"
-    check_recipe_modality(records, recipe, fixes=EVAL_FIXES, what=what, source=source)
+    check_recipe_modality(records, recipe, fixes=EVAL_FIXES, what=what, source=source, crops=crops)
