@@ -72,7 +72,7 @@ def get_recipe(name: str, **overrides: Any) -> RecipeConfig:
     return check_recipe(dataclasses.replace(copy.deepcopy(preset), **overrides))
 
 
-def preset_name(name: str, field: str = "recipe") -> str:
+def preset_name(name: str, field: str = "data.recipe") -> str:
     """The preset a recipe name stands for ("ct" -> "smart").
 
     Raises:
@@ -87,9 +87,14 @@ def preset_name(name: str, field: str = "recipe") -> str:
     choices = [*RECIPES, *RECIPE_ALIASES]
     if name in INTENSITIES:
         preset = "mr" if name.startswith("mr") else "ct" if name == "ct" else "smart"
+        other = (
+            f"set data.recipe.intensity={name} on a recipe"
+            if field.startswith("data.")
+            else f"set the recipe's intensity field to {name} (`--set`, a plan's recipe)"
+        )
         raise ConfigError(
             f"{field}={name}: '{name}' is an intensity mode, not a recipe: use {field}={preset}, "
-            f"or set data.recipe.intensity={name} on a recipe. Recipes: {', '.join(choices)}"
+            f"or {other}. Recipes: {', '.join(choices)}"
         )
     raise ConfigError(
         f"{field}={name}: unknown recipe '{name}'.{did_you_mean(name, choices)} Recipes: "
@@ -113,7 +118,7 @@ def recipe_from_args(name: str, overrides: Sequence[str] = ()) -> RecipeConfig:
                 f"recipe override '{item}': give FIELD=VALUE with FIELD one of {fields}.{did_you_mean(field, fields)}"
             )
         changes[field] = yaml.safe_load(text)
-    return get_recipe(name, **changes)
+    return get_recipe(preset_name(name, "--recipe"), **changes)
 
 
 def check_recipe(recipe: Any) -> RecipeConfig:
