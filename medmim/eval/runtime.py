@@ -40,7 +40,7 @@ def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]
     (or `--recipe`) to compare pretrained and scratch encoders on identical inputs.
     """
     if override:
-        if Path(override).suffix.lower() in (".yaml", ".yml") or Path(override).is_file():
+        if Path(override).suffix.lower() in (".yaml", ".yml"):
             from medmim.data.plan import plan_recipe
 
             return plan_recipe(override)
