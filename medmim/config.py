@@ -5,6 +5,12 @@ A preset is a short YAML file under `medmim/configs/`. It may start from another
 Sections that a registry builds (`model`, `method`, ...) hold `name:` plus that entry's options;
 the registry checks those options when it builds the object, so a typo never passes silently.
 
+A schema may hook into loading (`RunConfig` does): `config_prepare(cfg) -> cfg` runs before every
+validation (to expand shortcuts such as `data.recipe: mr` written in YAML, or apply a plan file),
+`config_shortcut(key, value) -> value` rewrites each override's value before it is set, and the
+overrides of the keys in `config_first` are applied (and validated) before the others, so that
+the others apply on top of what they bring.
+
 Example:
     >>> cfg = load_config("smart_demo", ["optim.base_lr=1e-3", "data.crop_size=[64,64,64]"])
 """
@@ -12,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +91,13 @@ def _node_keys(cfg: Any, dotted: str) -> list[str]:
     return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+def apply_overrides(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    shortcut: Callable[[str, Any], Any] | None = None,
+) -> DictConfig:
     """Apply `a.b=value` overrides (values parsed as YAML). `+a.b=value` adds a new key.
+    `shortcut(key, value)` may rewrite a value first (`data.recipe=mr` -> the preset's fields).
 
     Raises:
         ConfigError: for a malformed override or a key that does not exist, with the closest key.
@@ -114,8 +125,11 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 )
             if part not in node:
                 break
+        value = _parse_value(text)
+        if shortcut is not None:
+            value = shortcut(key, value)
         try:
-            OmegaConf.update(cfg, key, _parse_value(text), merge=True, force_add=add)
+            OmegaConf.update(cfg, key, value, merge=True, force_add=add)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override '{item}': {_first_line(exc)}") from exc
     return cfg
@@ -132,7 +146,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
-    """Check `cfg` against a dataclass `schema` (types and key names); returns the typed config."""
+    """Check `cfg` against a dataclass `schema` (types and key names); returns the typed config.
+    The schema's `config_prepare(cfg)` hook, if any, runs first."""
+    prepare = getattr(schema, "config_prepare", None)
+    if prepare is not None:
+        cfg = prepare(cfg)
     try:
         return OmegaConf.merge(OmegaConf.structured(schema), cfg)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
@@ -159,13 +177,19 @@ def _schema_keys(schema: type, dotted: str) -> list[str]:
 def load_config(
     source: str | Path, overrides: Sequence[str] = (), schema: type | None = None
 ) -> DictConfig:
-    """Load a preset (name or path), validate it against `schema`, then apply overrides."""
+    """Load a preset (name or path), validate it against `schema`, then apply overrides (those
+    of the schema's `config_first` keys first, see the module docstring)."""
     cfg = load_preset(source)
     if schema is not None:
         cfg = validate(cfg, schema)
-    cfg = apply_overrides(cfg, overrides)
-    if schema is not None:
-        cfg = validate(cfg, schema)
+    first = tuple(getattr(schema, "config_first", ()))
+    early = [o for o in overrides if o.split("=", 1)[0].lstrip("+").strip() in first]
+    late = [o for o in overrides if o not in early]
+    shortcut = getattr(schema, "config_shortcut", None)
+    for group in (early, late) if early else (late,):
+        cfg = apply_overrides(cfg, group, shortcut)
+        if schema is not None:
+            cfg = validate(cfg, schema)
     return cfg
 
 

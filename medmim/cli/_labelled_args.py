@@ -31,4 +31,5 @@ def labelled_options(args: argparse.Namespace) -> dict:
     return {"feature": args.feature, "image_key": args.image_key, "label_key": args.label_key,
             "group_key": args.group_key,
             "class_names": args.class_names, "size": args.size, "recipe": args.recipe,
+            "force_recipe": args.force_recipe,
             "seed": args.seed, "device": args.device, "progress": not args.no_progress}

@@ -25,7 +25,8 @@ def add_window_flags(parser: argparse.ArgumentParser) -> None:
 def window_options(args: argparse.Namespace) -> dict:
     """The `medmim.eval.attention.WindowOptions` fields that these and the encoder flags set."""
     return {"split": args.split, "roi": args.roi, "whole": args.whole, "overlap": args.overlap,
-            "recipe": args.recipe, "seed": args.seed, "device": args.device,
+            "recipe": args.recipe, "force_recipe": args.force_recipe, "seed": args.seed,
+            "device": args.device,
             "max_figures": args.max_figures}
 
 

@@ -9,6 +9,7 @@ import importlib.util
 SUBCOMMANDS: dict[str, str] = {
     "phantoms": "synthetic CT phantoms with organ, nodule and tumor labels (NIfTI)",
     "fingerprint": "counts, spacings, shapes, intensities and unreadable files of a source",
+    "plan": "the recipe (modality), target spacing and crop size for a source, as plan.yaml",
     "cache": "preprocess a source into the persistent cache",
     "preview": "a PNG of two training views of a source",
 }

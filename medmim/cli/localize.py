@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from medmim.cli._eval_args import add_recipe_flags
 from medmim.cli.attention import add_window_flags, window_options
 
 
@@ -28,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threshold at this percentile of the attention values (paper: 90)")
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component")
-    parser.add_argument("--recipe", default=None, metavar="PRESET",
-                        help="preprocessing preset (default: the encoder's recipe)")
+    add_recipe_flags(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     add_window_flags(parser)

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, lr=args.lr, weight_decay=args.weight_decay,
         train_fraction=args.train_fraction, val_fraction=args.val_fraction, overlap=args.overlap,
         sw_batch_size=args.sw_batch_size, recipe=args.recipe, seed=args.seed, device=args.device,
+        force_recipe=args.force_recipe,
     )
     metrics = run_segment(cfg)
     for name in ("val/dice", "val/hd95", "val/asd"):

@@ -40,7 +40,8 @@ from medmim.errors import DataError
 log = logging.getLogger(__name__)
 
 #: Bump when the cached format or the preprocessing code changes meaning.
-CACHE_VERSION = 1
+#: 2: "mr_zscore" normalises inside the foreground after a percentile clip, background 0.
+CACHE_VERSION = 2
 _CHUNK = 1 << 20
 _digests: dict[tuple[str, int, int, int, int], str] = {}
 

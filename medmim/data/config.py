@@ -13,9 +13,11 @@ class RecipeConfig:
     Attributes:
         orientation: axcodes to reorient to ("RAS"), or "" to keep the file's orientation.
         spacing: target voxel spacing in mm (x, y, z); null keeps the native spacing.
-        intensity: "ct" (HU window -> [0, 1]), "mr_percentile", "mr_zscore" or "none".
+        intensity: "ct" (HU window -> [0, 1]), "mr_percentile", "mr_zscore" (foreground
+            z-score) or "none".
         window: HU window [low, high] for "ct".
-        percentiles: [low, high] percentiles for "mr_percentile".
+        percentiles: [low, high] percentiles: the range mapped to [0, 1] by "mr_percentile", the
+            clip of the foreground before "mr_zscore".
         foreground_crop: crop to the bounding box of the body (values above the window floor).
         pad_to: pad every axis to at least this size (usually the crop size); null = no padding.
         cache_dtype: dtype of the cached array, "float32" or "float16" (half the disk and page
@@ -103,6 +105,16 @@ class DataConfig:
             training starts.
         mode: "views" or "native" (see above).
         patch_size: mode "native": the model's patch / SAC stride (PUMIT: 16).
+        recipe: the preprocessing recipe; a preset name stands for its fields
+            (`data.recipe=mr`, `data.recipe=ct`; see `RECIPES`), and `data.recipe.FIELD=...`
+            overrides given after it apply on top.
+        plan: a plan file of `medmim data plan` (`medmim.data.plan`): its recipe and crop size
+            replace the preset's when the config is loaded, then command-line overrides apply
+            on top; the resolved values are what config.yaml keeps (and this field is emptied),
+            so a run never needs the plan file again.
+        recipe_check: before caching, read a few scans and stop with a `ConfigError` when the
+            recipe is made for another modality than the data (a CT window on MR, an MR
+            z-score on CT; `medmim.data.recipe_check`); false skips the check.
     """
 
     source: str = ""
@@ -122,6 +134,8 @@ class DataConfig:
     on_error: str = "skip"
     mode: str = "views"
     patch_size: int = 16
+    plan: str = ""
+    recipe_check: bool = True
 
 
 #: `data.views` values.

@@ -10,9 +10,14 @@ Order (each step a MONAI transform, each optional through `RecipeConfig`):
 3. `Spacing` to `recipe.spacing` mm (bilinear), or the native spacing when null.
 4. Intensity: "ct" maps the HU window [a, b] linearly to [0, 1] and clips,
    x' = clip((x - a) / (b - a), 0, 1); "mr_percentile" does the same between the volume's
-   percentiles; "mr_zscore" gives x' = (x - mean) / std; "none" keeps the values.
-5. `SpatialPad` (symmetric) to at least `recipe.pad_to` with the background value: 0 for "ct"
-   and "mr_percentile" (air / the low percentile), the volume's minimum otherwise.
+   percentiles; "mr_zscore" normalises inside the foreground F (voxels above the volume's
+   minimum, as the foreground crop): x is clipped to the `recipe.percentiles` of its values in
+   F, then x' = (x - mean_F) / std_F in F and x' = 0 (the foreground mean) outside it, as
+   MONAI's `NormalizeIntensity(nonzero=True)` and nnU-Net's MR z-score do; "none" keeps the
+   values.
+5. `SpatialPad` (symmetric) to at least `recipe.pad_to` with the background value: 0 for "ct",
+   "mr_percentile" and "mr_zscore" (air / the low percentile / the background), the volume's
+   minimum for "none".
 
 The result keeps what maps it back to the scan: the cached array's affine (voxel -> RAS mm) and
 spacing, the original shape, spacing and affine, and the crop box in original voxel indices.
@@ -23,7 +28,7 @@ Presets (`RECIPES`), from the papers where they say, else from their public code
   SMART data loader (the paper gives no window).
 - "smit": SMIT (Jiang et al. 2022, Sec. 3) 1.5 x 1.5 x 2 mm; HU window -175..250 from the public
   SMIT/SMART MONAI pipelines (the paper gives no window).
-- "native_ct": CT at the native spacing; "mr": z-score at 1 mm isotropic;
+- "native_ct": CT at the native spacing; "mr": foreground z-score at 1 mm isotropic;
 - "medmnist": MedMNIST v2 3D volumes (uint8, already resampled): window 0..255 -> [0, 1].
 """
 
@@ -55,17 +60,51 @@ from medmim.data.io import spacing_of
 from medmim.errors import ConfigError, DataError, did_you_mean
 
 INTENSITIES = ("ct", "mr_percentile", "mr_zscore", "none")
+#: Other names of presets: `data.recipe=ct` is the default CT recipe.
+RECIPE_ALIASES = {"ct": "smart"}
 CACHE_DTYPES = ("float32", "float16")
 _LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def get_recipe(name: str, **overrides: Any) -> RecipeConfig:
-    """A copy of the preset `name` with `overrides` applied; did-you-mean on a bad name."""
-    if name not in RECIPES:
-        raise ConfigError(
-            f"unknown recipe '{name}'.{did_you_mean(name, RECIPES)} Recipes: {', '.join(RECIPES)}"
+    """A copy of the preset `name` (or alias, `RECIPE_ALIASES`) with `overrides` applied."""
+    preset = RECIPES[preset_name(name)]
+    return check_recipe(dataclasses.replace(copy.deepcopy(preset), **overrides))
+
+
+def preset_name(name: str, field: str = "data.recipe") -> str:
+    """The preset a recipe name stands for ("ct" -> "smart").
+
+    Raises:
+        ConfigError: an intensity mode given as a recipe, or an unknown name (did-you-mean);
+            `field` is what the message calls the setting ("data.recipe", "--recipe").
+    """
+    name = str(name).strip()
+    if name in RECIPES:
+        return name
+    if name.lower() in RECIPE_ALIASES:
+        return RECIPE_ALIASES[name.lower()]
+    choices = [*RECIPES, *RECIPE_ALIASES]
+    if name in INTENSITIES:
+        preset = "mr" if name.startswith("mr") else "ct" if name == "ct" else "smart"
+        other = (
+            f"set data.recipe.intensity={name} on a recipe"
+            if field.startswith("data.")
+            else f"set the recipe's intensity field to {name} (`--set`, a plan's recipe)"
         )
-    return check_recipe(dataclasses.replace(copy.deepcopy(RECIPES[name]), **overrides))
+        raise ConfigError(
+            f"{field}={name}: '{name}' is an intensity mode, not a recipe: use {field}={preset}, "
+            f"or {other}. Recipes: {', '.join(choices)}"
+        )
+    raise ConfigError(
+        f"{field}={name}: unknown recipe '{name}'.{did_you_mean(name, choices)} Recipes: "
+        f"{', '.join(choices)} (ct = smart)"
+    )
+
+
+def preset_fields(name: str, field: str = "data.recipe") -> dict[str, Any]:
+    """The fields of the preset `name` as a plain dict: what `data.recipe=mr` expands to."""
+    return dataclasses.asdict(RECIPES[preset_name(name, field)])
 
 
 def recipe_from_args(name: str, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -79,7 +118,7 @@ def recipe_from_args(name: str, overrides: Sequence[str] = ()) -> RecipeConfig:
                 f"recipe override '{item}': give FIELD=VALUE with FIELD one of {fields}.{did_you_mean(field, fields)}"
             )
         changes[field] = yaml.safe_load(text)
-    return get_recipe(name, **changes)
+    return get_recipe(preset_name(name, "--recipe"), **changes)
 
 
 def check_recipe(recipe: Any) -> RecipeConfig:
@@ -159,7 +198,7 @@ def preprocess(volume: MetaTensor, recipe: Any) -> Preprocessed:
     if recipe.spacing is not None:
         img = Spacing(pixdim=recipe.spacing, mode="bilinear", dtype=np.float32)(img)
     img = normalize_intensity(img, recipe)
-    background = 0.0 if recipe.intensity in ("ct", "mr_percentile") else float(img.min())
+    background = float(img.min()) if recipe.intensity == "none" else 0.0
     if recipe.pad_to is not None:
         img = SpatialPad(spatial_size=list(recipe.pad_to), value=background)(img)
     affine = img.affine.double().numpy()
@@ -193,8 +232,45 @@ def normalize_intensity(img: torch.Tensor, recipe: RecipeConfig) -> torch.Tensor
         low, high = recipe.percentiles
         return ScaleIntensityRangePercentiles(low, high, 0.0, 1.0, clip=True)(img)
     if recipe.intensity == "mr_zscore":
-        return NormalizeIntensity()(img)
+        return foreground_zscore(img, recipe.percentiles)
     return img
+
+
+def foreground_mask(img: torch.Tensor) -> torch.Tensor:
+    """Voxels above the volume's minimum (the MR foreground of `foreground_box`). A margin of
+    1e-6 of the range keeps the background of a resampled volume, whose interpolated constant
+    may differ from the minimum in the last float bits, out of the mask."""
+    low, high = float(img.min()), float(img.max())
+    return img > low + 1e-6 * (high - low)
+
+
+def foreground_zscore(img: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
+    """Foreground z-score (step 4, "mr_zscore"): clip to the foreground's `percentiles`, then
+    MONAI's `NormalizeIntensity(nonzero=True)` on the foreground shifted to start above 0, so
+    that its mean and std are taken over the foreground only; the background becomes 0.
+
+    Args:
+        img: (C, X, Y, Z) volume (a MetaTensor keeps its meta).
+        percentiles: [low, high] in percent, e.g. [0.5, 99.5]; [0, 100] clips nothing.
+    """
+    mask = foreground_mask(img)
+    if not bool(mask.any()):
+        return torch.zeros_like(img)
+    values = img[mask].double()
+    q = torch.tensor([float(p) / 100.0 for p in percentiles], dtype=torch.float64)
+    low, high = (float(v) for v in _quantiles(values, q))
+    clipped = img.clamp(low, high)
+    # Shift the foreground to values >= 1 and the background to exactly 0, so that MONAI's
+    # "nonzero" foreground is ours even where a foreground voxel is 0 before the shift.
+    shifted = torch.where(mask, clipped - low + 1.0, torch.zeros_like(clipped))
+    return NormalizeIntensity(nonzero=True)(shifted)
+
+
+def _quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """`torch.quantile`, which refuses more than 2^24 values, through NumPy above that."""
+    if values.numel() <= 1 << 24:
+        return torch.quantile(values, q)
+    return torch.from_numpy(np.quantile(values.numpy(), q.numpy()))
 
 
 def _to_original_box(

@@ -136,7 +136,8 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
         (mode "native").
 
     Raises:
-        ConfigError: bad `on_error`, `mode`, or native-mode settings.
+        ConfigError: bad `on_error`, `mode`, or native-mode settings; a recipe made for another
+            modality than the scans (`data.recipe_check`).
         DataError: with on_error=fail, the first bad file; always, when no scan is usable.
     """
     cfg = as_data_config(data_cfg)
@@ -162,10 +163,16 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
 
 
 def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, CachedVolume]]:
-    """Every usable scan of `cfg.source`, preprocessed into the cache; the bad ones recorded."""
+    """Every usable scan of `cfg.source`, preprocessed into the cache; the bad ones recorded.
+    First, unless `data.recipe_check=false`, a few raw scans must match the recipe's modality
+    (`medmim.data.recipe_check`), so a CT window never silently flattens an MR source."""
     unlisted: list[DataError] = []  # sub-folders that cannot be listed, under on_error=skip
     records = resolve_source(cfg.source, key=cfg.key, split=cfg.split,
                              skipped=unlisted if cfg.on_error == "skip" else None)
+    if cfg.recipe_check:
+        from medmim.data.recipe_check import check_recipe_modality
+
+        check_recipe_modality(records, cfg.recipe, source=str(cfg.source))
     cache = VolumeCache(cache_root(cfg.cache_dir, run_dir), cfg.recipe, allow_2d=cfg.mode == "native")
     t0 = time.perf_counter()
     volumes, errors = cache_records(

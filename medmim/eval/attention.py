@@ -42,7 +42,13 @@ from medmim.errors import ConfigError
 from medmim.eval import overlays
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.report import write_results
-from medmim.eval.runtime import autocast, default_roi, pick_device, resolve_recipe
+from medmim.eval.runtime import (
+    autocast,
+    check_data_recipe,
+    default_roi,
+    pick_device,
+    resolve_recipe,
+)
 from medmim.eval.volumes import Case, load_case, save_nifti, to_original
 from medmim.models.attention_maps import attention_to_volume
 
@@ -59,7 +65,8 @@ class WindowOptions:
         roi: sliding-window size; None = the encoder's pretraining crop (`default_roi`).
         whole: one pass over the whole preprocessed scan instead of windows.
         overlap: sliding-window overlap.
-        recipe: a recipe preset instead of the encoder's.
+        recipe: a recipe preset or plan file (`--plan`) instead of the encoder's.
+        force_recipe: apply the recipe even to scans of another modality.
         seed, device: as everywhere.
         max_figures: PNG overlays written.
     """
@@ -69,6 +76,7 @@ class WindowOptions:
     whole: bool = False
     overlap: float = 0.5
     recipe: str | None = None
+    force_recipe: bool = False
     seed: int = 0
     device: str = "auto"
     max_figures: int = 8
@@ -151,7 +159,9 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
     recipe = resolve_recipe(meta, cfg.recipe)
     roi = None if cfg.whole else default_roi(cfg.roi, meta)
     rows, figures = [], []
-    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="attention", leave=False):
+    records = resolve_source(cfg.data, split=cfg.split)
+    check_data_recipe(records, recipe, cfg.force_recipe, cfg.recipe, str(cfg.data))
+    for record in tqdm(records, desc="attention", leave=False):
         case = load_case(record, recipe)
         grid, original = case_attention(encoder, case, device, roi, cfg.overlap)
         save_nifti(original, case.meta["original_affine"], out / "attention" / f"{case.name}_attn.nii.gz")

@@ -289,7 +289,8 @@ class LabelledOptions:
     Attributes:
         feature: the embedding (`medmim.eval.encoders`: auto, cls, pooled, patch_mean).
         size: (D, H, W) the volumes are resized to; None = the encoder's crop size.
-        recipe: a recipe preset for CSV volumes instead of the encoder's.
+        recipe: a recipe preset or plan file for CSV volumes instead of the encoder's.
+        force_recipe: apply the recipe even to volumes of another modality.
         image_key, label_key: the CSV columns.
         group_key: the CSV column naming each sample's patient (group), kept on one side of
             every split: 'auto' = the first of `GROUP_COLUMNS` present (none present: no
@@ -301,6 +302,7 @@ class LabelledOptions:
     feature: str = "auto"
     size: Sequence[int] | None = None
     recipe: str | None = None
+    force_recipe: bool = False
     image_key: str = "image"
     label_key: str = "label"
     group_key: str = "auto"
@@ -315,6 +317,12 @@ def load_for_encoder(
 ) -> LabelledSet:
     """`load_labelled` with the encoder's recipe (`source_recipe`) and `opts`' keys and names."""
     recipe = source_recipe(source, meta, opts.recipe)
+    if recipe is not None:
+        from medmim.data.sources import read_csv
+        from medmim.eval.runtime import check_data_recipe
+
+        records = read_csv(Path(source), key=opts.image_key, key_flag="--image-key")
+        check_data_recipe(records, recipe, opts.force_recipe, opts.recipe, str(source), crops=True)
     data = load_labelled(
         source,
         recipe=recipe,

@@ -40,7 +40,7 @@ from medmim.eval.attention import WindowOptions, case_attention
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.metrics import mean_std
 from medmim.eval.report import write_results
-from medmim.eval.runtime import default_roi, pick_device, resolve_recipe
+from medmim.eval.runtime import check_data_recipe, default_roi, pick_device, resolve_recipe
 from medmim.eval.volumes import Case, load_case, mask_path, save_nifti
 
 
@@ -143,7 +143,9 @@ def run_localize(cfg: LocalizeConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, roi=default_roi(None, meta))
     base = Path(cfg.data).parent
     rows, figures = [], []
-    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="localize", leave=False):
+    records = resolve_source(cfg.data, split=cfg.split)
+    check_data_recipe(records, recipe, cfg.force_recipe, cfg.recipe, str(cfg.data))
+    for record in tqdm(records, desc="localize", leave=False):
         case = load_case(record, recipe)
         attn, grid = _map(cfg, encoder, case, device)
         ref = _reference(case, cfg.mask_key, base)

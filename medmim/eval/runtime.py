@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from medmim.data.preprocess import RECIPES, recipe_dict
-from medmim.errors import ConfigError, did_you_mean
+from medmim.data.preprocess import RECIPES, preset_name, recipe_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,32 @@ def default_roi(roi: Sequence[int] | None, meta: dict[str, Any]) -> list[int]:
 
 
 def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]:
-    """The preprocessing recipe: the `--recipe` preset, else the encoder's, else "smart".
+    """The preprocessing recipe: `--plan` / `--recipe` (a plan file of `medmim data plan`, or a
+    preset name such as mr, ct, smit), else the encoder's, else "smart".
 
     A scratch encoder built from a backbone preset records no recipe; use `scratch:<export>`
     (or `--recipe`) to compare pretrained and scratch encoders on identical inputs.
     """
     if override:
-        if override not in RECIPES:
-            raise ConfigError(f"--recipe {override}: unknown.{did_you_mean(override, RECIPES)}"
-                              f" Choose one of {', '.join(RECIPES)}")
-        return recipe_dict(RECIPES[override])
+        if Path(override).suffix.lower() in (".yaml", ".yml"):
+            from medmim.data.plan import plan_recipe
+
+            return plan_recipe(override)
+        return recipe_dict(RECIPES[preset_name(override, "--recipe")])
     if meta.get("recipe"):
         return recipe_dict(meta["recipe"])
     log.warning("the encoder records no recipe (scratch preset): using the 'smart' recipe")
     return recipe_dict(RECIPES["smart"])
+
+
+def check_data_recipe(records: Sequence[Any], recipe: Any, force: bool = False,
+                      override: str | None = None, source: str = "", crops: bool = False) -> None:
+    """Stop (`ConfigError`) when `recipe` is made for another modality than a few of `records`
+    (`medmim.data.recipe_check`; `crops`: volumes cut around objects, see there), naming
+    `--plan` / `--recipe` / `--force-recipe`; `force` skips the check."""
+    if force:
+        return
+    from medmim.data.recipe_check import EVAL_FIXES, check_recipe_modality
+
+    what = f"--recipe {override}" if override else "the encoder's recipe"
+    check_recipe_modality(records, recipe, fixes=EVAL_FIXES, what=what, source=source, crops=crops)

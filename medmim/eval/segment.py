@@ -39,7 +39,13 @@ from medmim.errors import ConfigError
 from medmim.eval import overlays, segment_data, segment_eval
 from medmim.eval.encoders import describe, load_encoder_or_scratch
 from medmim.eval.report import write_results
-from medmim.eval.runtime import autocast, default_roi, pick_device, resolve_recipe
+from medmim.eval.runtime import (
+    autocast,
+    check_data_recipe,
+    default_roi,
+    pick_device,
+    resolve_recipe,
+)
 from medmim.models.decoders import default_decoder
 from medmim.registry import DECODERS
 from medmim.schedules import warmup_cosine
@@ -69,6 +75,7 @@ class SegmentConfig:
     overlap: float = 0.5
     sw_batch_size: int = 2
     recipe: str | None = None
+    force_recipe: bool = False
     seed: int = 0
     device: str = "auto"
     max_figures: int = 4
@@ -162,6 +169,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     encoder, meta = load_encoder_or_scratch(cfg.encoder, seed=cfg.seed)
     recipe = resolve_recipe(meta, cfg.recipe)
     splits = segment_data.make_splits(cfg.data, cfg.train_fraction, cfg.val_fraction, cfg.seed)
+    check_data_recipe(splits.train, recipe, cfg.force_recipe, cfg.recipe, str(cfg.data))
     train_cases = segment_data.load_cases(splits.train, recipe)
     names = segment_data.label_names(cfg.data, cfg.labels, train_cases)
     decoder = default_decoder(encoder) if cfg.decoder == "auto" else cfg.decoder

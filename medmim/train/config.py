@@ -13,7 +13,7 @@ decay, the last-layer freeze, the methods' own) is a pure function of the step o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from medmim.data.config import DataConfig
 
@@ -153,3 +153,20 @@ class RunConfig:
     method: dict[str, Any] = field(default_factory=lambda: {"name": "smart"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    #: `load_config` applies `data.plan=...` before the other overrides, which then win.
+    config_first: ClassVar[tuple[str, ...]] = ("data.plan",)
+
+    @staticmethod
+    def config_shortcut(key: str, value: Any) -> Any:
+        """`data.recipe=mr` / `=ct` / `=<preset>` -> that preset's fields (did-you-mean)."""
+        from medmim.data.plan import recipe_shortcut
+
+        return recipe_shortcut(key, value)
+
+    @staticmethod
+    def config_prepare(cfg: Any) -> Any:
+        """Before validation: `data.recipe: <preset>` in YAML and `data.plan` (medmim.data.plan)."""
+        from medmim.data.plan import prepare_run_config
+
+        return prepare_run_config(cfg)

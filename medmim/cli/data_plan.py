@@ -1,0 +1,40 @@
+"""`medmim data plan SOURCE [--out plan.yaml]`: the recipe and crop size for a source.
+
+Runs the fingerprint (`medmim data fingerprint`), applies the rules of `medmim.data.plan`
+(modality -> recipe, median / anisotropic target spacing, crop size) and writes a commented
+YAML plan for `medmim pretrain ... data.plan=plan.yaml` and the downstream `--plan plan.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
+    parser.add_argument("--out", type=Path, default=Path("plan.yaml"),
+                        help="where to write the plan (default: plan.yaml)")
+    parser.add_argument("--max-crop", type=int, default=96,
+                        help="cap of the suggested crop size per axis (96 or 128)")
+    parser.add_argument("--key", default="image", help="datalist/CSV field of the image path")
+    parser.add_argument("--split", default="training", help="datalist section or npz split")
+    parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmim.data.fingerprint import fingerprint
+    from medmim.data.plan import format_plan, make_plan, write_plan
+    from medmim.data.sources import resolve_source
+
+    records = resolve_source(args.source, key=args.key, split=args.split)
+    fp = fingerprint(records, samples=args.samples, seed=args.seed)
+    plan = make_plan(fp, source=str(args.source), max_crop=args.max_crop)
+    print(format_plan(plan))
+    for bad in fp["unreadable"]:
+        print(f"unreadable (left out): {bad['path']}: {bad['reason']}")
+    write_plan(plan, args.out)
+    print(f"wrote {args.out}; use it with: medmim pretrain --config smart "
+          f"data.source={args.source} data.plan={args.out}")
+    return 0
