@@ -60,7 +60,7 @@ class WindowOptions:
         whole: one pass over the whole preprocessed scan instead of windows.
         overlap: sliding-window overlap.
         recipe: a recipe preset instead of the encoder's.
-        seed, device: as everywhere.
+        seed, device, progress: as everywhere.
         max_figures: PNG overlays written.
     """
 
@@ -72,6 +72,7 @@ class WindowOptions:
     seed: int = 0
     device: str = "auto"
     max_figures: int = 8
+    progress: bool = True
 
 
 @dataclass
@@ -151,7 +152,8 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
     recipe = resolve_recipe(meta, cfg.recipe)
     roi = None if cfg.whole else default_roi(cfg.roi, meta)
     rows, figures = [], []
-    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="attention", leave=False):
+    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="attention", leave=False,
+                       disable=not cfg.progress):
         case = load_case(record, recipe)
         grid, original = case_attention(encoder, case, device, roi, cfg.overlap)
         save_nifti(original, case.meta["original_affine"], out / "attention" / f"{case.name}_attn.nii.gz")

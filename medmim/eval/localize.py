@@ -143,7 +143,8 @@ def run_localize(cfg: LocalizeConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, roi=default_roi(None, meta))
     base = Path(cfg.data).parent
     rows, figures = [], []
-    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="localize", leave=False):
+    for record in tqdm(resolve_source(cfg.data, split=cfg.split), desc="localize", leave=False,
+                       disable=not cfg.progress):
         case = load_case(record, recipe)
         attn, grid = _map(cfg, encoder, case, device)
         ref = _reference(case, cfg.mask_key, base)
