@@ -306,6 +306,7 @@ def _summary(enc: Encoder, spec: str | Path, source: str | Path, opts: EmbedOpti
         "feature": opts.feature,
         "feature_used": enc.feature_used,
         "recipe": enc.preprocess.recipe,
+        "preprocessing": "the recipe's intensity mapping, then the whole volume resized to size",
         "size": shapes[0] if len(shapes) == 1 else shapes,
         "source": str(source),
         "split": opts.split,
