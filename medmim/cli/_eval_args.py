@@ -1,8 +1,16 @@
-"""Argument types and flags shared by the downstream commands (segment, attention, localize)."""
+"""Argument types and flags shared by the downstream commands (segment, attention, localize).
+
+Flag names come from `medmim.cli._vocabulary` (one canonical name per concept, older names kept
+as aliases); `PRETRAIN_KEYS` there maps them to `medmim pretrain` keys.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from medmim.cli._vocabulary import FLAGS, PRETRAIN_KEYS, add_flag
+
+__all__ = ["PRETRAIN_KEYS", "add_encoder_flags", "add_flag", "int_triple", "name_list"]
 
 
 def int_triple(text: str) -> list[int]:
@@ -26,21 +34,32 @@ def name_list(text: str) -> list[str]:
 def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """--recipe PRESET | --plan PLAN.yaml (both land in `args.recipe`), --force-recipe."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--recipe", default=None, metavar="PRESET",
-                       help="preprocessing preset (default: the encoder's recipe)")
-    group.add_argument("--plan", dest="recipe", metavar="PLAN.yaml",
+    add_flag(group, "recipe", default=None, metavar="PRESET",
+             help="preprocessing preset (default: the encoder's recipe)")
+    group.add_argument(*FLAGS["plan"].spellings, dest="recipe", metavar="PLAN.yaml",
                        help="the recipe of a `medmim data plan` file instead of the encoder's")
-    parser.add_argument("--force-recipe", action="store_true",
-                        help="apply the recipe even to data of another modality (CT window on MR)")
+    add_flag(parser, "force_recipe", action="store_true",
+             help="apply the recipe even to data of another modality (CT window on MR)")
 
 
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
-    """--encoder, --data, --out, --recipe / --plan, --force-recipe, --seed, --device."""
-    parser.add_argument("--encoder", required=True, metavar="EXPORT|scratch:PRESET",
-                        help="exported encoder folder, or scratch:<export or backbone preset>")
-    parser.add_argument("--data", required=True, metavar="SOURCE",
-                        help="datalist JSON (MSD style), CSV, folder or image")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    """--encoder, --source (alias --data), --out, --recipe / --plan, --force-recipe, --seed,
+    --device."""
+    add_flag(parser, "encoder", required=True, metavar="EXPORT|scratch:PRESET",
+             help="exported encoder folder, or scratch:<export or backbone preset>")
+    add_flag(parser, "source", required=True, metavar="SOURCE",
+             help="datalist JSON (MSD style), CSV, folder or image")
+    add_flag(parser, "out", required=True, metavar="DIR", help="output folder")
     add_recipe_flags(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_seed_device_flags(parser)
+
+
+def add_seed_device_flags(parser: argparse.ArgumentParser) -> None:
+    """--seed, --device."""
+    add_flag(parser, "seed", type=int, default=0, help="seed of the random parts")
+    add_flag(parser, "device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-progress."""
+    add_flag(parser, "no_progress", action="store_true", help="no progress bars")

@@ -1,7 +1,7 @@
 """`medmim classify`: linear probing or fine-tuning with stratified folds and data fractions.
 
 Example:
-    medmim classify --encoder runs/smart/export --data phantoms/nodules.csv --mode linear \\
+    medmim classify --encoder runs/smart/export --source phantoms/nodules.csv --mode linear \\
         --folds 5 --fractions 0.25,0.5,1.0 --out cls/smart
     medmim classify --encoder scratch:runs/smart/export ...     # same architecture, random init
 """
@@ -38,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="finetune: epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="finetune: peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="finetune: AdamW decay")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--amp", action="store_true", help="finetune: bf16 autocast")
 
 
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers)
     cfg = ClassifyConfig(mode=args.mode, folds=args.folds, fractions=args.fractions,
                          test_size=args.test_size, C=args.C, finetune=ft, **labelled_options(args))
-    metrics = run_classify(args.encoder, args.data, args.out, cfg)
+    metrics = run_classify(args.encoder, args.source, args.out, cfg)
     for name in ("test/auc", "test/accuracy", "val/auc"):
         if name in metrics:
             print(f"{name}: {metrics[name]['mean']:.4f} +- {metrics[name]['std']:.4f}")

@@ -1,19 +1,20 @@
 """`medmim cluster`: class separation of frozen embeddings: distances, k-means, UMAP (SMART 5.1).
 
 Example:
-    medmim cluster --encoder runs/smart/export --data organmnist3d.npz --out cluster/smart
+    medmim cluster --encoder runs/smart/export --source organmnist3d.npz --out cluster/smart
 """
 
 from __future__ import annotations
 
 import argparse
 
+from medmim.cli._eval_args import add_flag
 from medmim.cli._labelled_args import add_labelled_flags, labelled_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_labelled_flags(parser)
-    parser.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+    add_flag(parser, "split", default="all", choices=["all", "train", "val", "test"],
                         help="which split of the data (MedMNIST npz / CSV 'split' column)")
     parser.add_argument("--projection", default="umap", choices=["umap", "pca"],
                         help="2-D map for the scatter and the 2-D distances")
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ClusterConfig(split=args.split, projection=args.projection, n_neighbors=args.n_neighbors,
                         min_dist=args.min_dist, normalize=not args.no_normalize, n_clusters=args.k,
-                        batch_size=args.batch_size, **labelled_options(args))
-    metrics = run_cluster(args.encoder, args.data, args.out, cfg)
+                        batch_size=args.batch_size, num_workers=args.num_workers,
+                        **labelled_options(args))
+    metrics = run_cluster(args.encoder, args.source, args.out, cfg)
     for name, value in metrics.items():
         print(f"{name}: {format_value(value, 4)}")
     print(f"wrote {args.out}/results.json")

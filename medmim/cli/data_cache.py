@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medmim.cli._eval_args import add_flag, add_progress_flag
 from medmim.data.config import RECIPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    parser.add_argument("--recipe", default="smart", help=f"preset: {', '.join(RECIPES)}")
+    add_flag(parser, "recipe", default="smart", help=f"preset: {', '.join(RECIPES)}")
     parser.add_argument(
         "--set",
         nargs="*",
@@ -22,10 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="recipe overrides, e.g. spacing=[1.5,1.5,2] window=[-175,250]",
     )
-    parser.add_argument("--cache-dir", type=Path, default=Path("runs/.cache"))
-    parser.add_argument("--key", default="image", help="datalist/CSV field of the image path")
-    parser.add_argument("--split", default="training", help="datalist section or npz split")
-    parser.add_argument("--on-error", choices=("skip", "fail"), default="skip")
+    add_flag(parser, "cache_dir", type=Path, default=Path("runs/.cache"),
+             help="the persistent cache folder")
+    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
+    add_flag(parser, "split", default="training", help="datalist section or npz split")
+    add_flag(parser, "on_error", choices=("skip", "fail"), default="skip",
+             help="skip: list an unreadable scan and go on; fail: stop at the first")
+    add_progress_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from medmim.data.sources import resolve_source
 
     recipe = recipe_from_args(args.recipe, args.set)
-    records = resolve_source(args.source, key=args.key, split=args.split)
+    records = resolve_source(args.source, key=args.image_key, split=args.split)
     cache = VolumeCache(args.cache_dir, recipe)
-    volumes, errors = cache_records(records, cache, on_error=args.on_error)
+    volumes, errors = cache_records(records, cache, on_error=args.on_error,
+                                    progress=not args.no_progress)
     for exc in errors:
         print(f"skipped: {exc}")
     shapes = [v.meta["shape"] for _, v in volumes]

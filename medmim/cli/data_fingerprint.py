@@ -10,21 +10,24 @@ import argparse
 import json
 from pathlib import Path
 
+from medmim.cli._eval_args import add_flag
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    parser.add_argument("--out", type=Path, default=None, help="write the fingerprint as JSON here")
-    parser.add_argument("--key", default="image", help="datalist/CSV field of the image path")
-    parser.add_argument("--split", default="training", help="datalist section or npz split")
+    add_flag(parser, "out", type=Path, default=None, metavar="JSON",
+             help="write the fingerprint as JSON here (default: print it only)")
+    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
+    add_flag(parser, "split", default="training", help="datalist section or npz split")
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
-    parser.add_argument("--seed", type=int, default=0)
+    add_flag(parser, "seed", type=int, default=0, help="seed of the voxel sampling")
 
 
 def run(args: argparse.Namespace) -> int:
     from medmim.data.fingerprint import fingerprint, format_summary
     from medmim.data.sources import resolve_source
 
-    records = resolve_source(args.source, key=args.key, split=args.split)
+    records = resolve_source(args.source, key=args.image_key, split=args.split)
     fp = fingerprint(records, samples=args.samples, seed=args.seed)
     print(format_summary(fp))
     if args.out is not None:

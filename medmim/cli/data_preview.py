@@ -6,22 +6,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medmim.cli._eval_args import add_flag
 from medmim.data.config import RECIPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    parser.add_argument("--out", type=Path, default=Path("preview.png"), help="PNG to write")
+    add_flag(parser, "out", type=Path, default=Path("preview.png"), help="PNG to write")
     parser.add_argument("--index", type=int, default=0, help="which scan of the source")
-    parser.add_argument("--recipe", default="smart", help=f"preset: {', '.join(RECIPES)}")
+    add_flag(parser, "recipe", default="smart", help=f"preset: {', '.join(RECIPES)}")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="recipe overrides"
     )
-    parser.add_argument("--crop", type=int, nargs="+", default=[96], help="view size (1 or 3 ints)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("runs/.cache"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--key", default="image")
-    parser.add_argument("--split", default="training")
+    add_flag(parser, "crop_size", type=int, nargs="+", default=[96], metavar="N",
+             help="view size in voxels (1 or 3 ints)")
+    add_flag(parser, "cache_dir", type=Path, default=Path("runs/.cache"),
+             help="the persistent cache folder")
+    add_flag(parser, "seed", type=int, default=0, help="seed of the two views")
+    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
+    add_flag(parser, "split", default="training", help="datalist section or npz split")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from medmim.data.sources import resolve_source
     from medmim.errors import ConfigError
 
-    records = resolve_source(args.source, key=args.key, split=args.split)
+    records = resolve_source(args.source, key=args.image_key, split=args.split)
     if not 0 <= args.index < len(records):
         raise ConfigError(
             f"--index {args.index}: the source has {len(records)} scans (0..{len(records) - 1})"
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         records[args.index],
         recipe_from_args(args.recipe, args.set),
         args.out,
-        crop=args.crop * 3 if len(args.crop) == 1 else args.crop,
+        crop=args.crop_size * 3 if len(args.crop_size) == 1 else args.crop_size,
         cache_dir=args.cache_dir,
         seed=args.seed,
     )

@@ -1,28 +1,28 @@
 """`medmim localize`: zero-shot localization by thresholding attention maps (SMART sec. 5.5).
 
 Examples:
-    medmim localize --encoder runs/smart/export --data phantoms/tumors.json --mask-key tumor \\
+    medmim localize --encoder runs/smart/export --source phantoms/tumors.json --mask-key tumor \\
         --out loc/smart
-    medmim localize --attention att/smart --data phantoms/tumors.json --out loc/smart
+    medmim localize --attention att/smart --source phantoms/tumors.json --out loc/smart
 """
 
 from __future__ import annotations
 
 import argparse
 
-from medmim.cli._eval_args import add_recipe_flags
+from medmim.cli._eval_args import add_recipe_flags, add_seed_device_flags
 from medmim.cli.attention import add_window_flags, window_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="SOURCE",
-                        help="datalist JSON / CSV whose entries name an image and a mask")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--encoder", metavar="EXPORT|scratch:PRESET",
-                        help="compute the attention maps with this encoder")
-    source.add_argument("--attention", metavar="DIR",
-                        help="reuse the maps written by `medmim attention --out DIR`")
+    add_flag(parser, "source", required=True, metavar="SOURCE",
+             help="datalist JSON / CSV whose entries name an image and a mask")
+    add_flag(parser, "out", required=True, metavar="DIR", help="output folder")
+    maps = parser.add_mutually_exclusive_group(required=True)
+    add_flag(maps, "encoder", metavar="EXPORT|scratch:PRESET",
+             help="compute the attention maps with this encoder")
+    maps.add_argument("--attention", metavar="DIR",
+                      help="reuse the maps written by `medmim attention --out DIR`")
     parser.add_argument("--mask-key", default="label",
                         help="datalist field of the reference mask (e.g. tumor)")
     parser.add_argument("--percentile", type=float, default=90.0,
@@ -30,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component")
     add_recipe_flags(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    add_seed_device_flags(parser)
     add_window_flags(parser)
 
 
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from medmim.eval.localize import LocalizeConfig, run_localize
 
     cfg = LocalizeConfig(
-        data=args.data, out=args.out, encoder=args.encoder, attention=args.attention,
+        data=args.source, out=args.out, encoder=args.encoder, attention=args.attention,
         mask_key=args.mask_key, percentile=args.percentile,
         largest_component=args.largest_component, **window_options(args),
     )

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from medmim import __version__
+from medmim.cli._vocabulary import use_formatter
 from medmim.errors import ConfigError, DataError
 
 #: command -> (module, one-line help). A module that does not exist yet is not listed.
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attention": ("medmim.cli.attention", "attention maps as NIfTI and PNG overlays"),
     "localize": ("medmim.cli.localize", "zero-shot localization from attention maps"),
     "cluster": ("medmim.cli.cluster", "unsupervised clustering of encoder embeddings"),
+    "embed": ("medmim.cli.embed", "frozen embeddings of every scan as embeddings.npy + index.csv"),
     "reconstruct": ("medmim.cli.reconstruct", "masked input, prediction and target slices"),
     "report": ("medmim.cli.report", "a Markdown report over run directories"),
     "demo": ("medmim.cli.demo", "the whole study on synthetic phantoms"),
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
+    use_formatter(parser)  # "(default: X)" in every command's --help, data subcommands too
     return parser
 
 

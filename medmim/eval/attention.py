@@ -67,7 +67,7 @@ class WindowOptions:
         overlap: sliding-window overlap.
         recipe: a recipe preset or plan file (`--plan`) instead of the encoder's.
         force_recipe: apply the recipe even to scans of another modality.
-        seed, device: as everywhere.
+        seed, device, progress: as everywhere.
         max_figures: PNG overlays written.
     """
 
@@ -80,6 +80,7 @@ class WindowOptions:
     seed: int = 0
     device: str = "auto"
     max_figures: int = 8
+    progress: bool = True
 
 
 @dataclass
@@ -161,7 +162,7 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
     rows, figures = [], []
     records = resolve_source(cfg.data, split=cfg.split)
     check_data_recipe(records, recipe, cfg.force_recipe, cfg.recipe, str(cfg.data))
-    for record in tqdm(records, desc="attention", leave=False):
+    for record in tqdm(records, desc="attention", leave=False, disable=not cfg.progress):
         case = load_case(record, recipe)
         grid, original = case_attention(encoder, case, device, roi, cfg.overlap)
         save_nifti(original, case.meta["original_affine"], out / "attention" / f"{case.name}_attn.nii.gz")

@@ -59,6 +59,7 @@ class ClusterConfig(LabelledOptions):
     normalize: bool = True
     n_clusters: int | None = None
     batch_size: int = 8
+    num_workers: int = 0
 
 
 def project_2d(
@@ -185,6 +186,7 @@ def run_cluster(
     loader = DataLoader(
         VolumeDataset(data, np.arange(len(data)), size, int(meta.get("in_channels") or 1)),
         batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
     )
     feats = extract_features(model, loader, cfg.feature, cfg.device, cfg.progress, len(loader))
     x = l2_normalize(feats) if cfg.normalize else feats

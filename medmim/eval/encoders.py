@@ -175,12 +175,18 @@ def describe(spec: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def select_feature(features: dict[str, Any], feature: str) -> Tensor:
-    """One (B, C) embedding from a `forward_features` dict (see the module docstring)."""
+def feature_name(features: dict[str, Any], feature: str) -> str:
+    """The feature that `feature` means for this backbone: 'auto' -> 'cls' or 'pooled'."""
     if feature not in FEATURES:
         raise ConfigError(f"unknown feature '{feature}'; choose one of {', '.join(FEATURES)}")
     if feature == "auto":
-        feature = "cls" if features.get("cls") is not None else "pooled"
+        return "cls" if features.get("cls") is not None else "pooled"
+    return feature
+
+
+def select_feature(features: dict[str, Any], feature: str) -> Tensor:
+    """One (B, C) embedding from a `forward_features` dict (see the module docstring)."""
+    feature = feature_name(features, feature)
     if feature == "patch_mean":
         return features["patch"].mean(dim=1)
     value = features.get(feature)

@@ -390,15 +390,29 @@ class VolumeDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = int(self.index[i])
-        image = self.data.images[j]
-        x = torch.as_tensor(np.asarray(image, dtype=np.float32))
-        if np.asarray(image).dtype == np.uint8:
-            x = x / 255.0
-        x = x[None]
-        if tuple(x.shape[1:]) != self.size:
-            x = torch.as_tensor(self.resize(x)).float()
+        x = encoder_input(self.data.images[j], self.size, 1, self.resize)
         if self.flip:
             dims = [d + 1 for d in range(3) if torch.rand(()) < 0.5]
             x = x.flip(dims) if dims else x
         x = x.expand(self.in_channels, *x.shape[1:]).contiguous()
         return x.as_subclass(torch.Tensor), int(self.data.labels[j])
+
+
+def encoder_input(
+    image: np.ndarray, size: Sequence[int], in_channels: int = 1, resize: Resize | None = None
+) -> torch.Tensor:
+    """One prepared volume (D, H, W) -> (in_channels, *size) float32: the encoder's input.
+
+    uint8 volumes (MedMNIST) are divided by 255 first; the volume is resized (trilinear, with
+    anti-aliasing) only when its shape differs from `size`. `VolumeDataset` and `medmim embed`
+    (`medmim.eval.embed`) both make their inputs here.
+    """
+    size = tuple(int(s) for s in size)
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    if np.asarray(image).dtype == np.uint8:
+        x = x / 255.0
+    x = x[None]
+    if tuple(x.shape[1:]) != size:
+        resize = resize or Resize(size, mode="trilinear", anti_aliasing=True)
+        x = torch.as_tensor(resize(x)).float()
+    return x.as_subclass(torch.Tensor).expand(in_channels, *x.shape[1:]).contiguous()

@@ -145,7 +145,7 @@ def run_localize(cfg: LocalizeConfig) -> dict[str, Any]:
     rows, figures = [], []
     records = resolve_source(cfg.data, split=cfg.split)
     check_data_recipe(records, recipe, cfg.force_recipe, cfg.recipe, str(cfg.data))
-    for record in tqdm(records, desc="localize", leave=False):
+    for record in tqdm(records, desc="localize", leave=False, disable=not cfg.progress):
         case = load_case(record, recipe)
         attn, grid = _map(cfg, encoder, case, device)
         ref = _reference(case, cfg.mask_key, base)

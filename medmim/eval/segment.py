@@ -79,6 +79,7 @@ class SegmentConfig:
     seed: int = 0
     device: str = "auto"
     max_figures: int = 4
+    progress: bool = True
 
 
 def resolve_roi(cfg: SegmentConfig, meta: dict[str, Any], decoder: str) -> list[int]:
@@ -114,7 +115,8 @@ def train(model: nn.Module, loader: Any, cfg: SegmentConfig, device: torch.devic
     history: list[dict[str, float]] = []
     model.train()
     with open(out / "train_log.jsonl", "w", encoding="utf-8") as log_file:
-        for step in tqdm(range(cfg.max_steps), desc="fine-tune", leave=False):
+        for step in tqdm(range(cfg.max_steps), desc="fine-tune", leave=False,
+                         disable=not cfg.progress):
             lr = warmup_cosine(step, cfg.max_steps, cfg.lr, cfg.lr * 1e-2, warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -146,7 +148,7 @@ def evaluate(model: nn.Module, records: list, recipe: dict[str, Any], names: lis
         return segment_eval.predict_probs(model, image, roi, device, cfg.overlap, cfg.sw_batch_size)
 
     rows, figure = [], []
-    for record in tqdm(records, desc="predict", leave=False):
+    for record in tqdm(records, desc="predict", leave=False, disable=not cfg.progress):
         case = segment_data.load_cases([record], recipe, with_labels=labelled)[0]
         grid_pred, pred = segment_eval.predict_case(predict, case, out / "predictions")
         if not labelled:
