@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from medmim.cli._vocabulary import FLAGS, PRETRAIN_KEYS, add_flag
+from medmim.cli._vocabulary import PRETRAIN_KEYS, add_flag
 
 __all__ = ["PRETRAIN_KEYS", "add_encoder_flags", "add_flag", "int_triple", "name_list"]
 
@@ -36,8 +36,8 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     add_flag(group, "recipe", default=None, metavar="PRESET",
              help="preprocessing preset (default: the encoder's recipe)")
-    group.add_argument(*FLAGS["plan"].spellings, dest="recipe", metavar="PLAN.yaml",
-                       help="the recipe of a `medmim data plan` file instead of the encoder's")
+    group.add_argument("--plan", dest="recipe", metavar="PLAN.yaml",  # a recipe source too
+                       help="the recipe of a `medmim data plan` file (default: none; the encoder's recipe is used)")
     add_flag(parser, "force_recipe", action="store_true",
              help="apply the recipe even to data of another modality (CT window on MR)")
 

@@ -49,7 +49,6 @@ FLAGS: dict[str, Flag] = {
                       "datalist / CSV field that holds the image path"),
     "split": Flag("--split", (), "data.split", "datalist section, npz split or CSV split"),
     "recipe": Flag("--recipe", (), "data.recipe", "preprocessing recipe preset"),
-    "plan": Flag("--plan", (), "data.plan", "a `medmim data plan` file: its recipe (and crop)"),
     "force_recipe": Flag("--force-recipe", (), None,
                          "apply the recipe to data of another modality (pretrain: "
                          "data.recipe_check=false)"),

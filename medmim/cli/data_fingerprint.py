@@ -27,8 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from medmim.data.fingerprint import fingerprint, format_summary
     from medmim.data.sources import resolve_source
 
-    records = resolve_source(args.source, key=args.image_key, split=args.split)
+    unlisted: list = []  # sub-folders that cannot be listed: reported as unreadable
+    records = resolve_source(args.source, key=args.image_key, split=args.split, skipped=unlisted)
     fp = fingerprint(records, samples=args.samples, seed=args.seed)
+    fp["unreadable"] = [e.to_record() for e in unlisted] + fp["unreadable"]
+    fp["num_unreadable"] += len(unlisted)
     print(format_summary(fp))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medmim.cli._eval_args import add_flag
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    parser.add_argument("--out", type=Path, default=Path("plan.yaml"),
-                        help="where to write the plan (default: plan.yaml)")
+    add_flag(parser, "out", type=Path, default=Path("plan.yaml"), metavar="PLAN.yaml",
+             help="where to write the plan")
     parser.add_argument("--max-crop", type=int, default=96,
                         help="cap of the suggested crop size per axis (96 or 128)")
-    parser.add_argument("--key", default="image", help="datalist/CSV field of the image path")
-    parser.add_argument("--split", default="training", help="datalist section or npz split")
+    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
+    add_flag(parser, "split", default="training", help="datalist section or npz split")
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
-    parser.add_argument("--seed", type=int, default=0)
+    add_flag(parser, "seed", type=int, default=0, help="seed of the voxel sampling")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from medmim.data.plan import format_plan, make_plan, write_plan
     from medmim.data.sources import resolve_source
 
-    records = resolve_source(args.source, key=args.key, split=args.split)
+    unlisted: list = []  # sub-folders that cannot be listed: reported, left out
+    records = resolve_source(args.source, key=args.image_key, split=args.split, skipped=unlisted)
     fp = fingerprint(records, samples=args.samples, seed=args.seed)
+    fp["unreadable"] = [e.to_record() for e in unlisted] + fp["unreadable"]
     plan = make_plan(fp, source=str(args.source), max_crop=args.max_crop)
     print(format_plan(plan))
     for bad in fp["unreadable"]:

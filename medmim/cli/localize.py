@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from medmim.cli._eval_args import add_recipe_flags, add_seed_device_flags
+from medmim.cli._eval_args import add_flag, add_recipe_flags, add_seed_device_flags
 from medmim.cli.attention import add_window_flags, window_options
 
 

@@ -85,7 +85,7 @@ def test_pretrain_tokenizer_then_mim_on_phantoms_and_resume(
     assert [r["step"] for r in logged] == [1, 2, 3]
     assert len({r["data/da"] for r in logged}) >= 2  # mixed DAs, one per batch, in one run
 
-    after_step = loop._after_step
+    after_step = loop._after_check
 
     def stop_after_step_1(s, *args):  # mid-epoch (2 steps per epoch): resuming skips a batch
         after_step(s, *args)
@@ -93,7 +93,7 @@ def test_pretrain_tokenizer_then_mim_on_phantoms_and_resume(
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "_after_step", stop_after_step_1)
+        patch.setattr(loop, "_after_check", stop_after_step_1)
         args = ("name=tok_r", "train.max_steps=3")
         assert pretrain(images, root, "pumit_tokenizer_demo", *args) == 130
     assert last(root / "tok_r")["step"] == 1
