@@ -175,11 +175,12 @@ def _schema_keys(schema: type, dotted: str) -> list[str]:
 
 
 def load_config(
-    source: str | Path, overrides: Sequence[str] = (), schema: type | None = None
+    source: str | Path | dict[str, Any], overrides: Sequence[str] = (), schema: type | None = None
 ) -> DictConfig:
-    """Load a preset (name or path), validate it against `schema`, then apply overrides (those
-    of the schema's `config_first` keys first, see the module docstring)."""
-    cfg = load_preset(source)
+    """Load a preset (name or path, or a config already read, e.g. a run's saved one),
+    validate it against `schema`, then apply overrides (those of the schema's `config_first`
+    keys first, see the module docstring)."""
+    cfg = OmegaConf.create(source) if isinstance(source, dict) else load_preset(source)
     if schema is not None:
         cfg = validate(cfg, schema)
     first = tuple(getattr(schema, "config_first", ()))

@@ -67,6 +67,6 @@ def preview(record, recipe, out: Path, crop: list[int], cache_dir: Path, seed: i
     return save_views_png(
         rows,
         out,
-        title=Path(record.image).name,
+        title=Path(record.name).name,
         vrange=(0.0, 1.0) if recipe.intensity == "ct" else None,
     )

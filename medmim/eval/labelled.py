@@ -223,7 +223,7 @@ def load_csv(
         raise DataError(path, f"column 'split' has {unknown}; use train, val or test")
     groups, column = read_groups(records, path, group_key, image_key)
     images = [prepare(r.load(), recipe) for r in records]
-    ids = [r.image for r in records]
+    ids = [r.name for r in records]  # unique, also for two series of one DICOM folder
     return LabelledSet(images, labels, names, ids, split, str(path), groups, column)
 
 

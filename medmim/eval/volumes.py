@@ -66,6 +66,17 @@ def case_name(path: str | Path) -> str:
     return name[: -len(ext)] if ext in EXTENSIONS else name
 
 
+def record_case_name(record: Record) -> str:
+    """`case_name` of a record's image, plus '_series-<hash>' for one series of a DICOM folder
+    that holds several (so their outputs do not overwrite each other)."""
+    name = case_name(record.image)
+    if getattr(record, "series", None) is not None:
+        from medmim.data.sources import series_tag
+
+        name = f"{name}_{series_tag(record.series)}"
+    return name
+
+
 def mask_path(record: Record, key: str, base: str | Path | None = None) -> str | None:
     """The path of `record`'s mask field `key` ("label" or a datalist extra such as "tumor").
 
@@ -92,7 +103,7 @@ def load_case(
     """
     volume = record.load()
     pre = preprocess(volume, check_recipe(recipe))
-    case = Case(case_name(record.image), record, pre.array, pre.meta)
+    case = Case(record_case_name(record), record, pre.array, pre.meta)
     for key in mask_keys:
         path = mask_path(record, key, base)
         if path is None:

@@ -246,7 +246,8 @@ def _after_check(s: Session, monitor: Monitor, scalars: dict[str, Any], seconds:
             f"stopped. {path} holds {at}, the last weights seen to give a finite loss. "
             "Lower optim.base_lr (or optim.lr), lengthen the warm-up (optim.warmup_epochs or "
             "optim.warmup_steps), set optim.clip_grad, or use train.precision=fp32, then "
-            "continue with resume=true"
+            f"continue with: medmim pretrain --resume {s.run_dir} optim.base_lr=... (or "
+            "optim.lr=...)"
         )
 
 

@@ -1,7 +1,8 @@
 """The run directory `runs/<name>/` and the guards that run BEFORE any training step.
 
 - A new run never overwrites an existing one (a folder with config.yaml or checkpoints).
-- `resume=true` needs `checkpoints/last.ckpt`; the model and method must be unchanged.
+- `resume=true` needs `checkpoints/last.ckpt`; the model, the method and what the data is
+  (recipe, crops, views, batch) must be unchanged (`check_resume_config`).
 - The folder must be writable and its disk must hold the checkpoints the run will write.
 """
 
@@ -26,13 +27,18 @@ CKPT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
 #: room for logs, TensorBoard events and figures, on top of the checkpoints.
 LOG_RESERVE_BYTES = 64 * 2**20
-#: keys that may change silently when resuming (they do not change what is computed); other
-#: changes are warned about (e.g. train.max_steps: the schedules then span another length),
-#: and model/method changes are refused.
+#: keys that may change silently when resuming (they do not change what is computed).
 RESUMABLE_CHANGES = ("resume", "train.log_every",
                      "train.vis_every", "train.ckpt_every", "train.keep_every", "train.progress",
                      "train.device", "train.max_nonfinite", "data.num_workers", "data.cache_dir",
-                     "data.source", "output_dir")
+                     "output_dir")
+#: keys that may change with a warning: how long and how fast the run goes on (the advice of
+#: the non-finite guard is to resume with a lower learning rate), and where the same scans now
+#: lie. Every other change (model, method, and what the data is: recipe, crops, views, batch)
+#: is refused: the resumed run would silently become another run.
+WARNED_CHANGES = ("train.max_steps", "train.epochs", "optim.", "data.source", "data.on_error",
+                  "train.precision", "train.compile", "train.activation_checkpointing",
+                  "train.deterministic", "train.find_unused_parameters", "init_from")
 
 
 def check_run_name(name: str) -> None:
@@ -69,7 +75,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
             "the folder to start over"
         )
     if not resume and holds_run(run_dir):
-        fix = "pass resume=true to continue it, choose" if last.is_file() else "choose"
+        fix = (f"continue it with medmim pretrain --resume {run_dir} (or resume=true), choose"
+               if last.is_file() else "choose")
         raise ConfigError(
             f"{run_dir} already holds a run; {fix} another name=..., or delete the folder to "
             "start over"
@@ -147,24 +154,61 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
     """Compare the config of a run being resumed with the one it was started with.
 
+    A key that the saved config lacks (a setting added to medmim after the run started) counts
+    as unchanged when the current value is its default.
+
     Returns:
-        The changed keys. Changes in `model` or `method` raise (the weights would not fit, or
-        the run would silently become another one); other changes are logged as warnings.
+        The changed keys that were allowed (`WARNED_CHANGES`, each logged as a warning).
+
+    Raises:
+        ConfigError: listing every other change (model, method, data), with the fix.
     """
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return []
     saved = _flatten(_saved_config(run_dir))
     now = _flatten(current)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    defaults = _schema_defaults()
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                     and not (k not in saved and now.get(k) == defaults.get(k, object())))
     changed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
-    fatal = [k for k in changed if k.startswith(("model.", "method."))]
+    fatal = [k for k in changed if not k.startswith(WARNED_CHANGES)]
     if fatal:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in fatal)
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in fatal)
         raise ConfigError(
-            f"resume=true with other model/method settings than {path} ({diffs}); resume with "
-            "the saved settings, or start a new run with init_from= to reuse the weights"
+            f"resuming {run_dir} with other settings than it was started with ({diffs}). "
+            "These change the model or the data, so the resumed run would silently become "
+            f"another one. Resume with the saved settings: medmim pretrain --resume {run_dir} "
+            "(key=value overrides may change the steps, the learning rate, logging and "
+            "checkpoints), or start a new run with init_from= to reuse the weights"
         )
     for key in changed:
         log.warning("resuming with %s changed: %r -> %r", key, saved.get(key), now.get(key))
     return changed
+
+
+def saved_run_config(run_dir: Path) -> dict[str, Any]:
+    """The config a run was started with, to resume it (`medmim pretrain --resume RUN_DIR`).
+
+    Raises:
+        ConfigError: `run_dir` holds no run (no config.yaml and no readable last.ckpt).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such run directory (give runs/<name>)")
+    if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / CKPT_DIR / "last.ckpt").is_file():
+        raise ConfigError(f"--resume {run_dir}: holds no run (no {CONFIG_FILE}, no "
+                          f"{CKPT_DIR}/last.ckpt)")
+    saved = _saved_config(run_dir)
+    if not saved:
+        raise ConfigError(f"--resume {run_dir}: neither {CONFIG_FILE} nor last.ckpt holds a "
+                          "readable config; start it again with --config and resume=true")
+    return saved
+
+
+def _schema_defaults() -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from medmim.train.config import RunConfig
+
+    return _flatten(OmegaConf.to_container(OmegaConf.structured(RunConfig)))

@@ -19,7 +19,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"already holds a run; choose another name=..., or delete"):
         rd.check_run_dir(run, resume=False)  # no checkpoint: nothing to resume
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=r"already holds a run; pass resume=true to continue it"):
+    with pytest.raises(ConfigError, match=r"already holds a run; continue it with medmim pretrain --resume .*a \(or resume=true\)"):
         rd.check_run_dir(run, resume=False)
 
 
@@ -53,8 +53,27 @@ def test_resume_config_changes(tmp_path: Path, caplog) -> None:
             "model": {"name": "vit", "dim": 8}, "optim": {"lr": 0.01}, "train": {"max_steps": 20, "log_every": 5},
             "resume": True})
     assert changed == ["optim.lr", "train.max_steps"] and "optim.lr changed: 0.1 -> 0.01" in caplog.text
-    with pytest.raises(ConfigError, match=r"other model/method settings .*model.dim: 8 -> 16"):
+    with pytest.raises(ConfigError, match=r"other settings than it was started with \(model.dim: 8 -> 16.*"
+                       r"medmim pretrain --resume"):
         rd.check_resume_config(tmp_path, {"model": {"name": "vit", "dim": 16}})
+
+
+def test_resume_refuses_data_changes_and_allows_new_defaults(tmp_path: Path) -> None:
+    """Issue 13: a forgotten data.recipe override on resume is refused, with every difference;
+    a key the saved config lacks (added to medmim later) is unchanged when at its default."""
+    (tmp_path / "config.yaml").write_text(
+        "data: {recipe: {intensity: mr_zscore, window: [-750, 1750]}, crop_size: [64, 64, 64]}\n"
+        "train: {max_steps: 10}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"data.crop_size: \[64, 64, 64\] -> \[96, 96, 96\]; "
+                       r"data.recipe.intensity: 'mr_zscore' -> 'ct'"):
+        rd.check_resume_config(tmp_path, {"data": {"recipe": {"intensity": "ct", "window": [-750, 1750]},
+                                                   "crop_size": [96, 96, 96]}, "train": {"max_steps": 10}})
+    same = {"data": {"recipe": {"intensity": "mr_zscore", "window": [-750, 1750]}, "crop_size": [64, 64, 64],
+                     "recipe_check": True, "plan": ""}, "train": {"max_steps": 20}}
+    assert rd.check_resume_config(tmp_path, same) == ["train.max_steps"]
+    same["data"]["recipe_check"] = False  # not the default: a change of what is checked
+    with pytest.raises(ConfigError, match="data.recipe_check: None -> False"):
+        rd.check_resume_config(tmp_path, same)
 
 
 def test_checkpoint_estimate_counts_tensors_and_skips_extra_state() -> None:
