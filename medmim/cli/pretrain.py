@@ -91,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
         run = Path(cfg.output_dir) / cfg.name
         print(f"medmim pretrain: {exc}. Continue with:\n  {resume_command(run)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # logs, metrics, figures on a full disk (checkpoints say so themselves)
+        from medmim.train.checkpoint import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        run = Path(cfg.output_dir) / cfg.name
+        print(f"medmim pretrain: stopped: no space left on {run} ({exc.strerror}: "
+              f"{exc.filename or 'a log file'}); checkpoints/last.ckpt holds the last saved "
+              f"step. Free some space, then continue with:\n  {resume_command(run)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         last = Path(cfg.output_dir) / cfg.name / "checkpoints" / "last.ckpt"
         what = (f"continue from {last} with:\n  {resume_command(last.parent.parent)}" if last.is_file() else

@@ -19,6 +19,7 @@ file: a kill at any moment leaves either the old or the new checkpoint, never a 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -57,8 +58,19 @@ def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
         )
 
 
+class DiskFullError(ConfigError):
+    """A checkpoint could not be written because its disk is full; the previous file at the
+    same path is intact."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`."""
+    """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
+
+    Raises:
+        DiskFullError: "no space left on <folder>" (PyTorch's own message for a short write
+            is an `inline_container.cc` position error); the temporary file is removed and the
+            previous `path` left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -68,10 +80,29 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            free = shutil.disk_usage(path.parent).free
+            kept = f"; the previous {path.name} is intact" if path.is_file() else ""
+            raise DiskFullError(
+                f"no space left on {path.parent} ({free / 2**20:.1f} MiB free) while writing "
+                f"{path.name}{kept}. Free some space (or set output_dir= to another disk), "
+                "then continue the run with medmim pretrain --resume"
+            ) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from or during) is ENOSPC / EDQUOT."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:
