@@ -41,3 +41,26 @@ def test_swinunetr_snippet_runs_on_an_export(tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert out.getvalue().strip() == "torch.Size([1, 14, 96, 96, 96])"
+
+
+def test_python_quickstart_runs_on_an_export(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    model = BACKBONES.build(TINY_SWIN)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"encoder": model.state_dict(), "encoder_config": model.config, "step": 1,
+                "config": {"data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [32, 32, 32]},
+                           "method": {"name": "smart"}}}, ckpt)
+    export(ckpt, tmp_path / "runs" / "ct" / "export")
+    scan = np.random.default_rng(0).uniform(-1000, 1000, (40, 36, 30)).astype(np.float32)
+    nib.save(nib.Nifti1Image(scan, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / "scan.nii.gz")
+    code = _block_after("From Python:")
+    out, cwd = io.StringIO(), os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    assert re.fullmatch(r"\(\d+,\) (cls|pooled)", out.getvalue().strip()), out.getvalue()
