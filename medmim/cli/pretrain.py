@@ -91,15 +91,14 @@ def run(args: argparse.Namespace) -> int:
         run = Path(cfg.output_dir) / cfg.name
         print(f"medmim pretrain: {exc}. Continue with:\n  {resume_command(run)}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:  # logs, metrics, figures on a full disk (checkpoints say so themselves)
+    except OSError as exc:  # logs, metrics, figures (checkpoints name a full disk themselves)
         from medmim.train.checkpoint import is_disk_full
 
-        if not is_disk_full(exc):
-            raise
         run = Path(cfg.output_dir) / cfg.name
-        print(f"medmim pretrain: stopped: no space left on {run} ({exc.strerror}: "
-              f"{exc.filename or 'a log file'}); checkpoints/last.ckpt holds the last saved "
-              f"step. Free some space, then continue with:\n  {resume_command(run)}", file=sys.stderr)
+        what = "no space left on" if is_disk_full(exc) else f"{exc.strerror or exc} while writing to"
+        print(f"medmim pretrain: stopped: {what} {run} ({exc.filename or 'a log file'}); "
+              "checkpoints/last.ckpt holds the last saved step. Fix the disk, then continue "
+              f"with:\n  {resume_command(run)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         last = Path(cfg.output_dir) / cfg.name / "checkpoints" / "last.ckpt"

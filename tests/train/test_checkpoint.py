@@ -18,18 +18,23 @@ def draws() -> tuple:
     return random.random(), random.gauss(0, 1), float(np.random.rand()), torch.rand(3).tolist()
 
 
-def test_atomic_save_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("fault", "expected", "match"), [
+    (OSError(28, "No space left on device"), ck.DiskFullError, "no space left on"),
+    (KeyboardInterrupt(), KeyboardInterrupt, ""),  # a second Ctrl-C during the write
+])
+def test_atomic_save_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkeypatch, fault, expected,
+                                                          match) -> None:
     path = tmp_path / "last.ckpt"
     ck.atomic_save({"step": 1, "w": torch.ones(3)}, path)
     real_save = torch.save
 
-    def dying_save(obj, f):  # writes half a checkpoint, then the "disk" fails
+    def dying_save(obj, f):  # writes half a checkpoint, then the "disk" fails / Ctrl-C lands
         real_save({"step": 2, "w": torch.zeros(1000)}, f)
         f.truncate(100)
-        raise OSError(28, "No space left on device")
+        raise fault
 
     monkeypatch.setattr(ck.torch, "save", dying_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(expected, match=match):
         ck.atomic_save({"step": 2}, path)
     monkeypatch.setattr(ck.torch, "save", real_save)
     loaded = ck.load_checkpoint(path)

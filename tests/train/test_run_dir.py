@@ -147,3 +147,37 @@ def test_truncated_config_yaml_on_resume_uses_the_checkpoint(tmp_path: Path, cap
         pretrain(toy_config(tmp_path, "name=t", "resume=true", "train.max_steps=4"), dataset=ToyVolumes())
     assert "config.yaml cannot be parsed" in caplog.text and "config stored in the checkpoint" in caplog.text
     assert "name: t" in (run / "config.yaml").read_text(encoding="utf-8")  # rewritten whole
+
+
+def test_a_second_process_on_a_running_run_is_refused(tmp_path: Path) -> None:
+    """Two `pretrain` processes on one run directory: the second is refused while the first
+    trains (it holds the lock from another process), and the first's files are untouched."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from toy_training import write_script
+
+    root = tmp_path / "runs"
+    marker = tmp_path / "hanging"
+    env = {**os.environ, "TOY_HANG_AT_STEP": "3", "TOY_HANG_MARKER": str(marker)}
+    first = subprocess.Popen([sys.executable, str(write_script(tmp_path, root)), "name=dual",
+                              "train.ckpt_every=1", "train.max_steps=6"], env=env)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), "the first run did not reach its hanging step"
+        before = (root / "dual" / "metrics.jsonl").read_bytes()
+        for resume in ("resume=false", "resume=true"):
+            with pytest.raises(ConfigError, match=rf"dual is in use by another medmim process \(pid {first.pid}\)"):
+                pretrain(toy_config(root, "name=dual", resume, "train.max_steps=6"), dataset=ToyVolumes())
+        assert (root / "dual" / "metrics.jsonl").read_bytes() == before
+        assert torch.load(root / "dual" / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 3
+    finally:
+        first.kill()
+        first.wait()
+    # the killed run's lock died with it: the run resumes
+    pretrain(toy_config(root, "name=dual", "resume=true", "train.max_steps=6"), dataset=ToyVolumes())
