@@ -1,5 +1,7 @@
-"""Plumbing shared by the self-distillation methods (SMART, SMIT, iBOT, AttMask, MST, SMART-ViT).
+"""The self-distillation base of SMART, SMIT, iBOT, AttMask, MST and SMART-ViT, and its parts.
 
+- `SelfDistillation`: see below; `HeadSpec` names one of its projection heads.
+- `LossTerms`: the weighted sum of a method's named loss terms.
 - `backbone_with`: a backbone build spec with a method's ablation switches written in (e.g.
   SMART's `sa_stage`), refusing a switch the backbone does not have or a clash with the model
   section, so a switch never passes silently.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -100,6 +103,20 @@ def local_views_of(batch: Mapping[str, Any], batch_size: int) -> Tensor | None:
     return torch.cat(list(local), dim=0)
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """One projection head of a `SelfDistillation` method (a `ProjectionHead`).
+
+    Attributes:
+        in_dim: width of the backbone tokens it reads.
+        share_last_layer: one last layer for global and patch tokens (iBOT's shared head);
+            False gives patch tokens their own (`last_layer_patch`).
+    """
+
+    in_dim: int
+    share_last_layer: bool = False
+
+
 class LossTerms:
     """The weighted sum of named loss terms; a term of weight 0 is not even computed.
 
@@ -134,8 +151,7 @@ class SelfDistillation(PretrainMethod):
 
     Args:
         backbone: the student backbone (the teacher gets a copy).
-        heads: name -> (input width, share_last_layer) of each `ProjectionHead`, built here and
-            copied to the teacher.
+        heads: name -> `HeadSpec` of each `ProjectionHead`, built here and copied to the teacher.
         student_only: student parts the teacher does not need (the MIP head).
         families: token families, each with its own `DistillationLoss` and centre.
         context: run facts (steps per epoch, total steps).
@@ -155,7 +171,7 @@ class SelfDistillation(PretrainMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        heads: Mapping[str, tuple[int, bool]],
+        heads: Mapping[str, HeadSpec],
         student_only: Mapping[str, nn.Module],
         families: tuple[str, ...],
         context: TrainContext | None,
@@ -180,8 +196,8 @@ class SelfDistillation(PretrainMethod):
         head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
                 "norm_last_layer": norm_last_layer}
         projections = {
-            name: ProjectionHead(in_dim, share_last_layer=share, **head)
-            for name, (in_dim, share) in heads.items()
+            name: ProjectionHead(spec.in_dim, share_last_layer=spec.share_last_layer, **head)
+            for name, spec in heads.items()
         }
         self.student = nn.ModuleDict({"backbone": backbone, **projections, **student_only})
         self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **projections}))
