@@ -5,7 +5,7 @@ A mask lives on the *masking grid* (d, h, w) as a bool tensor (B, d, h, w), True
 (medmim.types.MaskOutput). A backbone whose token grid is finer than the masking grid (Swin's
 patch-embedding grid, e.g. 48^3 for a 6^3 masking grid) and the masked-voxel losses need it on a
 finer grid: `upsample_mask` repeats each cell along each axis, `mask_to_voxels` goes straight to
-the voxel grid of the input volume.
+the voxel grid of the input volume (also used for the progress figures' mask and attention).
 """
 
 from __future__ import annotations
@@ -178,6 +178,10 @@ def random_cells(
 def upsample_mask(mask: Tensor, factor: int | Sequence[int]) -> Tensor:
     """Repeat every cell `factor` times along each spatial axis (nearest-neighbour upsampling).
 
+    The one grid-to-finer-grid helper of the package: Swin's mask token on the patch grid,
+    the masked-voxel losses (`mask_to_voxels`) and the progress figures all use it. One copy
+    (a broadcast view reshaped), whatever the factors.
+
     Args:
         mask: (B, d, h, w) or (B, 1, d, h, w), any dtype.
         factor: one int or (fd, fh, fw); non-cubic factors allowed.
@@ -195,11 +199,9 @@ def upsample_mask(mask: Tensor, factor: int | Sequence[int]) -> Tensor:
         raise ValueError(f"upsample factor must be one or three positive ints, got {factor}")
     if mask.dim() not in (4, 5):
         raise ValueError(f"mask must be (B, d, h, w) or (B, 1, d, h, w), got {tuple(mask.shape)}")
-    first = mask.dim() - 3
-    for axis, f in enumerate(factors):
-        if f > 1:
-            mask = mask.repeat_interleave(f, dim=first + axis)
-    return mask
+    *lead, d, h, w = mask.shape
+    (fd, fh, fw), cells = factors, mask[..., :, None, :, None, :, None]
+    return cells.expand(*lead, d, fd, h, fh, w, fw).reshape(*lead, d * fd, h * fh, w * fw)
 
 
 def mask_to_voxels(mask: Tensor, spatial_shape: Sequence[int]) -> Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,16 +350,10 @@ def visuals(
         x: (V*B, C, D, H, W) views; mask: (V*B, d, h, w); recon: like x; attn: (V*B, N) teacher SATT.
     """
     size = x.shape[-3:]
-    out = {"view": x[0, 0].detach(), "mask": cells_to_voxels(mask[0].float(), size)}
+    out = {"view": x[0, 0].detach(), "mask": mask_to_voxels(mask[:1].float(), size)[0, 0]}
     if recon is not None:
         out["recon"] = recon[0, 0].detach().float()
     if attn is not None:
-        out["attn"] = cells_to_voxels(attn[0].detach().float().reshape(mask.shape[1:]), size)
+        out["attn"] = mask_to_voxels(attn[:1].detach().float().reshape(1, *mask.shape[1:]), size)[0, 0]
     return out
 
-
-def cells_to_voxels(cells: Tensor, size: Sequence[int]) -> Tensor:
-    """Nearest upsampling of a (d, h, w) grid to (D, H, W) by whole factors, in one copy."""
-    (d, h, w), (D, H, W) = cells.shape, size
-    grid = cells[:, None, :, None, :, None]
-    return grid.expand(d, D // d, h, H // h, w, W // w).reshape(D, H, W)

@@ -24,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from medmim.errors import ConfigError
 from medmim.losses.soft_token import SoftTokenCrossEntropyLoss
+from medmim.masking.utils import mask_to_voxels
 from medmim.methods.base import PretrainMethod
 from medmim.methods.pumit_tokenizer import batch_spacing
 from medmim.models.tokenizer import load_tokenizer, to_tokenizer_range
@@ -127,14 +127,8 @@ class PUMITMIM(PretrainMethod):
         }
         visuals = {
             "view": x[0, 0].detach(),
-            "mask": cells_to_voxels(mask[0].float(), x.shape[-3:]),
-            "attn": cells_to_voxels(feats["attn"][0].reshape(grid).float(), x.shape[-3:]),
+            "mask": mask_to_voxels(mask[:1].float(), x.shape[-3:])[0, 0],
+            "attn": mask_to_voxels(feats["attn"][:1].reshape(1, *grid).float(), x.shape[-3:])[0, 0],
         }
         return StepOutput(loss=out.loss, logs=logs, visuals=visuals)
 
-
-def cells_to_voxels(cells: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Repeat each cell of a (d, h, w) map over its voxels: (D, H, W), one copy (for the PNG)."""
-    (d, h, w), (dd, hh, ww) = cells.shape, tuple(int(s) for s in size)
-    blocks = cells[:, None, :, None, :, None].expand(d, dd // d, h, hh // h, w, ww // w)
-    return blocks.reshape(dd, hh, ww)
