@@ -39,8 +39,9 @@ from medmim.losses.koleo import KoLeoLoss
 from medmim.losses.masked_l1 import MaskedL1Loss
 from medmim.masking.utils import mask_to_voxels
 from medmim.methods.base import PretrainMethod
-from medmim.models.ema import EMATeacher, ema_momentum
+from medmim.models.ema import EMATeacher
 from medmim.registry import BACKBONES
+from medmim.schedules import ema_momentum
 from medmim.types import Features, TrainContext
 
 
@@ -158,7 +159,8 @@ class SelfDistillation(PretrainMethod):
         out_dim, hidden_dim, bottleneck_dim, norm_last_layer: the projection heads (K = 8192,
             2048, 256, frozen weight-norm magnitude).
         student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
-            tau_t 0.04 -> 0.07 over 30 epochs (`DistillationLoss`; the warm-up in epochs).
+            tau_t 0.04 -> 0.07 over 30 epochs, one value per epoch as `np.linspace(0.04, 0.07,
+            30)` (`DistillationLoss`; the warm-up in epochs).
         center_momentum: 0.9.
         momentum_start, momentum_end: the teacher's EMA momentum, cosine 0.996 -> 1 per step.
         centering: teacher targets, "center" (centred softmax, the papers') or "sinkhorn"
@@ -204,8 +206,12 @@ class SelfDistillation(PretrainMethod):
         warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
         self.losses = nn.ModuleDict(
             {
-                f: DistillationLoss(out_dim, student_temp, teacher_temp, warmup_teacher_temp, warmup, 0,
-                                    center_momentum, centering=centering)
+                f: DistillationLoss(
+                    out_dim=out_dim, student_temp=student_temp, teacher_temp=teacher_temp,
+                    warmup_teacher_temp=warmup_teacher_temp, warmup_steps=warmup,
+                    steps_per_epoch=self.context.steps_per_epoch,
+                    center_momentum=center_momentum, centering=centering,
+                )
                 for f in families
             }
         )
