@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,6 +202,7 @@ class SelfDistillation(PretrainMethod):
             for name, spec in heads.items()
         }
         self.student = nn.ModuleDict({"backbone": backbone, **projections, **student_only})
+        self.head_names = tuple(projections)
         self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **projections}))
         warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
         self.losses = nn.ModuleDict(
@@ -228,6 +229,13 @@ class SelfDistillation(PretrainMethod):
     def momentum_at(self, step: int) -> float:
         """EMA momentum used after optimizer step `step`."""
         return ema_momentum(step, self.context.total_steps, *self.momentum)
+
+    def frozen_parameters(self, step: int) -> Sequence[nn.Parameter]:
+        """The student heads' last layers during the first `context.freeze_last_layer_steps`
+        steps (DINO's `cancel_gradients_last_layer`, `optim.freeze_last_layer_epochs`)."""
+        if step >= self.context.freeze_last_layer_steps:
+            return ()
+        return [p for name in self.head_names for p in self.student[name].last_layer_parameters()]
 
     def on_optimizer_step(self, step: int) -> None:
         """theta_t <- m theta_t + (1 - m) theta_s over the names the teacher holds."""

@@ -75,6 +75,18 @@ def test_teacher_is_a_copy_at_step_0_then_follows_the_ema(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
+def test_the_heads_last_layers_are_frozen_for_the_first_steps(name: str) -> None:
+    """`frozen_parameters(step)`: every student parameter of a head's last layer (those DINO
+    finds by the name "last_layer") before `freeze_last_layer_steps`, nothing after."""
+    context = TrainContext(steps_per_epoch=10, total_steps=100, crop_size=(32, 32, 32), freeze_last_layer_steps=10)
+    method = METHODS.build({"name": name, **TINY_HEAD}, backbone=dict(BACKBONE_OF[name]), context=context)
+    by_name = {id(p) for n, p in method.student.named_parameters() if "last_layer" in n}
+    frozen = method.frozen_parameters(9)
+    assert by_name and {id(p) for p in frozen} == by_name and len(frozen) == len(by_name)
+    assert not method.frozen_parameters(10) and not build(name).frozen_parameters(0)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
 def test_state_dict_holds_teacher_and_centres_and_round_trips(name: str) -> None:
     method = build(name)
     method(make_batch(), step=0)  # moves the centres off zero
