@@ -2,8 +2,9 @@
 
 A frozen tokenizer (stage 1, loaded from `tokenizer=PATH`) turns the image into a grid of soft
 tokens q_i = softmax(l_i). The universal ViT sees the same image with 55% of its patches replaced
-by a learnable mask token (uniform random cells, exactly ceil(0.55 N) per sample = the code's
-N - int(0.45 N)); an MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final
+by a learnable mask token (uniform random cells per sample, as many as the code masks: it keeps
+int(N (1 - 0.55)) visible, which float rounding makes 224 of 500, so 276 are masked, one more than
+the paper's 55% = 275; `rounding="floor_visible"`, and `"ceil"` gives the paper's count); an MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final
 hidden states to logits over the K codes, and the loss is the cross-entropy against q on the
 masked positions only (`medmim.losses.soft_token`). All blocks see the mask tokens (BEiT/EVA
 style; the code's ViT-B setting).
@@ -36,8 +37,9 @@ from medmim.models.universal_vit import UniversalViT
 from medmim.registry import BACKBONES, MASKERS, METHODS
 from medmim.types import StepOutput, TrainContext
 
-#: the paper's masking: 55% uniformly random patches.
-DEFAULT_MASKER = {"name": "random", "ratio": 0.55, "rounding": "ceil"}
+#: the paper's masking, 55% uniformly random patches, counted as the code does (N - int(0.45 N)
+#: in floats: 276 of 500; "ceil" gives the paper's 275).
+DEFAULT_MASKER = {"name": "random", "ratio": 0.55, "rounding": "floor_visible"}
 
 
 class MIMHead(nn.Sequential):

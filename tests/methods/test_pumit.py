@@ -180,3 +180,17 @@ def test_pumit_steps_have_no_host_sync(tokenizer_ckpt) -> None:
             out.loss.backward()
             method.on_optimizer_step(1)
         assert calls == [], (method.method_name, calls)
+
+
+def test_mim_masks_as_many_patches_as_the_pumit_code() -> None:
+    """The code keeps int(L (1 - 0.55)) patches visible: 224 of 500 (float rounding), 44 of 100."""
+    from medmim.config import load_config
+    from medmim.methods.pumit_mim import DEFAULT_MASKER
+    from medmim.registry import MASKERS
+    from medmim.train.config import RunConfig
+
+    preset = load_config("pumit_mim", schema=RunConfig).method.masker
+    for spec in (DEFAULT_MASKER, dict(preset)):
+        masker = MASKERS.build(dict(spec))
+        assert masker((5, 10, 10), 2).mask.flatten(1).sum(1).tolist() == [500 - int(500 * (1 - 0.55))] * 2 == [276] * 2
+        assert masker((1, 10, 10), 1).mask.sum().item() == 100 - int(100 * (1 - 0.55)) == 56
