@@ -179,14 +179,14 @@ def read_groups(
         raise DataError(
             path,
             f"no group column '{key}'.{did_you_mean(key, cols)} Columns: {cols}; set "
-            "--group-key to the patient column, or --group-key none for no grouping",
+            "`group_key` to the patient column, or `group_key=none` for no grouping",
         )
     values = [str(r.extra.get(key) or "").strip() for r in records]
     if "" in values:
         row = values.index("") + 1
         raise DataError(
             path,
-            f"row {row} has no '{key}' (group) value; fill it, or pass --group-key none",
+            f"row {row} has no '{key}' (group) value; fill it, or pass `group_key=none`",
         )
     return np.array(values), key
 
@@ -203,7 +203,7 @@ def load_csv(
     from medmim.data.sources import csv_header, read_csv
 
     path = Path(path)
-    records = read_csv(path, key=image_key, key_flag="--image-key")
+    records = read_csv(path, key=image_key, key_flag="`image_key`")
     if not records:
         raise DataError(path, "lists no images")
     raw = [r.label if label_key == "label" else r.extra.get(label_key) for r in records]
@@ -211,10 +211,10 @@ def load_csv(
         columns = csv_header(path)
         raise DataError(
             path,
-            f"column '{label_key}' has no value in any row; fill it in or set --label-key"
+            f"column '{label_key}' has no value in any row; fill it in or set `label_key`"
             if label_key in columns else
             f"no label column '{label_key}'.{did_you_mean(label_key, columns)} "
-            f"Columns: {columns}; set --label-key",
+            f"Columns: {columns}; set `label_key`",
         )
     labels, names = encode_labels(raw, str(path))
     split = np.array([str(r.extra.get("split", "")).strip().lower() for r in records])
@@ -244,7 +244,7 @@ def prepare(volume: Any, recipe: dict[str, Any] | None) -> np.ndarray:
 def source_recipe(
     source: str | Path, meta: dict[str, Any], override: str | None
 ) -> dict[str, Any] | None:
-    """The intensity recipe for a CSV's volumes: `--recipe`, else the encoder's (see
+    """The intensity recipe for a CSV's volumes: `recipe`, else the encoder's (see
     `medmim.eval.runtime.resolve_recipe`); None for a MedMNIST npz, which is already 0..255."""
     from medmim.eval.runtime import resolve_recipe
 
@@ -268,8 +268,8 @@ def load_labelled(
     if path.suffix.lower() == ".npz":
         if group_key.strip().lower() not in ("auto", "none"):
             raise ConfigError(
-                f"--group-key {group_key}: {path.name} is a MedMNIST npz, which has no group "
-                "column; use --group-key auto or none"
+                f"`group_key={group_key}`: {path.name} is a MedMNIST npz, which has no group "
+                "column; use `group_key=auto` or `group_key=none`"
             )
         return load_medmnist(path, split)
     if path.suffix.lower() == ".csv":
@@ -321,7 +321,7 @@ def load_for_encoder(
         from medmim.data.sources import read_csv
         from medmim.eval.runtime import check_data_recipe
 
-        records = read_csv(Path(source), key=opts.image_key, key_flag="--image-key")
+        records = read_csv(Path(source), key=opts.image_key, key_flag="`image_key`")
         check_data_recipe(records, recipe, opts.force_recipe, opts.recipe, str(source), crops=True)
     data = load_labelled(
         source,
@@ -340,7 +340,7 @@ def rename_classes(data: LabelledSet, names: Sequence[str] | None) -> LabelledSe
         return data
     if len(names) != data.num_classes:
         raise ConfigError(
-            f"--class-names gives {len(names)} names but {data.source} has "
+            f"`class_names` gives {len(names)} names but {data.source} has "
             f"{data.num_classes} classes ({', '.join(data.class_names)})"
         )
     data.class_names = [str(n) for n in names]
