@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-#: library option -> the flag that sets it (`medmim.eval.labelled`, `medmim.eval.splits`).
+#: library option -> the flag that sets it (`medmim.eval.labelled_sources`, `medmim.eval.splits`).
 OPTION_FLAGS: dict[str, str] = {
     "image_key": "--image-key",
     "label_key": "--label-key",

@@ -8,7 +8,8 @@ import torch
 from _toy_data import write_crops_csv, write_medmnist
 
 from medmim.errors import ConfigError, DataError
-from medmim.eval.labelled import VolumeDataset, encode_labels, load_labelled, rename_classes
+from medmim.eval.labelled import VolumeDataset, rename_classes
+from medmim.eval.labelled_sources import encode_labels, load_labelled
 
 
 def test_medmnist_npz(tmp_path) -> None:

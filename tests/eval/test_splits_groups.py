@@ -13,7 +13,8 @@ from _toy_data import write_crops_csv, write_medmnist, write_scratch_spec
 from medmim.cli.main import build_parser
 from medmim.errors import ConfigError, DataError
 from medmim.eval.classify import ClassifyConfig, run_classify
-from medmim.eval.labelled import LabelledOptions, load_for_encoder, load_labelled
+from medmim.eval.labelled import LabelledOptions
+from medmim.eval.labelled_sources import load_for_encoder, load_labelled
 from medmim.eval.splits import make_splits
 
 # 20 patients with 2-5 samples each (72 samples), labels mixed within patients.
