@@ -6,30 +6,13 @@ import io
 
 import pytest
 import torch
+from method_helpers import PUMIT_TOKENIZER, PUMIT_TOKENIZER_OPTS, PUMIT_VIT, write_pumit_tokenizer
 
 from medmim.errors import ConfigError
 from medmim.registry import METHODS
 from medmim.types import TrainContext
 
-TOKENIZER = {
-    "name": "soft_vq_tokenizer",
-    "channels": [8, 8, 16],
-    "codebook_size": 32,
-    "embed_dim": 8,
-}
-TOKENIZER_OPTS = {
-    "perceptual_weight": 0.0,
-    "disc_channels": [8, 8],
-    "disc_groups": 4,
-    "disc_warmup_steps": 2,
-}
-VIT = {
-    "name": "universal_vit",
-    "embed_dim": 24,
-    "depth": 2,
-    "num_heads": 2,
-    "pos_embed_shape": [1, 2, 2],
-}
+TOKENIZER, TOKENIZER_OPTS, VIT = PUMIT_TOKENIZER, PUMIT_TOKENIZER_OPTS, PUMIT_VIT
 
 
 def _batch(b: int = 2, spacing: tuple[float, float, float] | None = None) -> dict:
@@ -119,16 +102,7 @@ def test_tokenizer_method_perceptual_without_weights_is_a_clear_error() -> None:
 
 @pytest.fixture
 def tokenizer_ckpt(tmp_path):
-    from medmim.models.tokenizer import TOKENIZERS
-
-    tok = TOKENIZERS.build(TOKENIZER)
-    with torch.no_grad():
-        tok.to_logits.weight.mul_(
-            30.0
-        )  # a trained tokenizer's tokens are sharp; untrained ones near-uniform
-    path = tmp_path / "last.ckpt"
-    torch.save({"encoder": tok.state_dict(), "encoder_config": tok.config}, path)
-    return str(path)
+    return write_pumit_tokenizer(tmp_path / "last.ckpt")
 
 
 def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
@@ -141,7 +115,7 @@ def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
     assert torch.isfinite(out.loss) and {"loss/mim", "mim/kl", "mim/accuracy", "mask/ratio"} <= set(
         out.logs
     )
-    assert float(out.logs["mask/ratio"]) == 3 / 4  # ceil(0.55 * 4) of a 1x2x2 grid
+    assert float(out.logs["mask/ratio"]) == 3 / 4  # 4 - int(4 * 0.45) of a 1x2x2 grid (the code's count)
     assert out.visuals["mask"].shape == (16, 32, 32)
     trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
     assert trainable == {"vit", "head"}
