@@ -43,7 +43,7 @@ import torch
 from monai.networks.nets import ViT
 from monai.networks.nets.swin_unetr import SwinTransformer
 
-from medmim.models._backbone import expand_mask
+from medmim.masking.utils import upsample_mask
 from medmim.models.swin import SWIN_PRESETS, SwinEncoder
 from medmim.models.vit import VIT_PRESETS
 from medmim.registry import BACKBONES
@@ -108,7 +108,7 @@ def swin_extras(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> 
     pooled = torch.randn(1, n_pool, model.stage_width(pool), requires_grad=True)
 
     def run() -> None:
-        cells = expand_mask(mask, 2**stage).unsqueeze(1)
+        cells = upsample_mask(mask, 2**stage).unsqueeze(1)
         blended = torch.where(cells, model.mask_token, x0)
         cls, satt = model.sa(tokens)
         out = [blended, satt, model.norm(cls), model.norm(tokens)]

@@ -1,4 +1,9 @@
-"""Schedules as pure functions of the step (STYLE.md rule 4); used by the loop and by methods."""
+"""Schedules as pure functions of the step (STYLE.md rule 4), the only place they are written.
+
+Used by the loop's optimizer schedule (`medmim.train.optim.Schedule`: learning rate, weight
+decay), the EMA teacher's momentum (`ema_momentum`, read by the self-distillation methods) and
+the teacher temperature of `medmim.losses.distill.DistillationLoss` (`epoch_warmup`).
+"""
 
 from __future__ import annotations
 
@@ -32,11 +37,38 @@ def warmup_cosine(
     return cosine(step - warmup, total - warmup, peak, final)
 
 
-def warmup_constant(step: int, warmup: int, start: float, end: float, delay: int = 0) -> float:
-    """`start` for `delay` steps, then linear to `end` over `warmup` steps, then `end`.
+def epoch_warmup(
+    step: int, warmup_steps: int, steps_per_epoch: int, start: float, end: float, delay: int = 0
+) -> float:
+    """`start` -> `end` in equal steps, one value per epoch, then `end`: the teacher-temperature
+    warm-up of DINO/iBOT/SMIT (`np.linspace(0.04, 0.07, 30)[epoch]` for the first 30 epochs).
 
-    The teacher-temperature schedule of DINO/iBOT (0.04 -> 0.07 over 30 epochs).
+    The E = ceil(warmup_steps / steps_per_epoch) epochs of the warm-up take the values of
+    `np.linspace(start, end, E)`, constant within an epoch, so the last warm-up epoch already
+    has `end`; from step `warmup_steps` on the value is `end`. With `steps_per_epoch=1` it is
+    the same per step. The first `delay` steps (before the warm-up) stay at `start`.
+
+    Example:
+        >>> [round(epoch_warmup(s, 30, 10, 0.04, 0.07), 3) for s in (0, 9, 10, 20, 30)]
+        [0.04, 0.04, 0.055, 0.07, 0.07]
     """
-    if step < delay:
+    step -= delay
+    if step < 0:
         return float(start)
-    return linear(step - delay, warmup, start, end)
+    if step >= warmup_steps:
+        return float(end)
+    epochs = -(-warmup_steps // steps_per_epoch)
+    if epochs <= 1:
+        return float(start)
+    return float(start + (end - start) * (step // steps_per_epoch) / (epochs - 1))
+
+
+def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
+    """EMA momentum lambda at optimizer step `step` (0-based): cosine `start` -> `end`.
+
+    Reaches exactly `end` at the last step (`total_steps - 1`) and stays there; monotone
+    (SMIT section 2, SMART section 3.4: 0.996 -> 1 per iteration).
+    """
+    if total_steps <= 1:
+        return float(end)
+    return cosine(step, total_steps - 1, start, end)

@@ -76,14 +76,13 @@ class TrainContext:
         total_steps: optimizer steps in the whole run.
         in_channels: image channels.
         crop_size: (D, H, W) of the training views.
+        freeze_last_layer_steps: the first steps during which the projection heads' last
+            layers are frozen (`optim.freeze_last_layer_epochs`; `PretrainMethod.frozen_parameters`).
     """
 
     steps_per_epoch: int = 1
     total_steps: int = 1
     in_channels: int = 1
     crop_size: tuple[int, int, int] = (96, 96, 96)
+    freeze_last_layer_steps: int = 0
 
-
-#: Every backbone has `.config`: its registry build spec `{"name": ..., **kwargs}`, so that
-#: `BACKBONES.build(backbone.config)` rebuilds the same architecture (used by export/import).
-BACKBONE_CONFIG_ATTR = "config"

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from medmim import __version__
+from medmim.cli._messages import flag_message
 from medmim.cli._vocabulary import use_formatter
 from medmim.errors import ConfigError, DataError
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (ConfigError, DataError) as exc:
-        print(f"medmim {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medmim {args.command}: error: {flag_message(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medmim {args.command}: interrupted", file=sys.stderr)

@@ -34,7 +34,8 @@ from medmim.eval.encoders import (
     input_size,
     load_encoder_or_scratch,
 )
-from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset, load_for_encoder
+from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset
+from medmim.eval.labelled_sources import load_for_encoder
 from medmim.eval.probe import ClassifierNet, FinetuneConfig, finetune, linear_probe, predict
 from medmim.eval.report import write_results
 from medmim.eval.runtime import pick_device

@@ -36,7 +36,8 @@ from medmim.eval.encoders import (
     input_size,
     load_encoder_or_scratch,
 )
-from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset, load_for_encoder
+from medmim.eval.labelled import LabelledOptions, LabelledSet, VolumeDataset
+from medmim.eval.labelled_sources import load_for_encoder
 from medmim.eval.markdown import format_value, markdown_table
 from medmim.eval.metrics import ClassDistances, class_distances, kmeans_scores, l2_normalize
 from medmim.eval.plots import plot_embedding

@@ -1,7 +1,7 @@
 """Frozen embeddings of scans: `medmim embed` and the `medmim.load_encoder` API.
 
 A scan reaches the encoder exactly as in `medmim classify` / `medmim cluster`
-(`medmim.eval.labelled`): the intensity part of the recipe (`prepare`: CT window -> [0, 1], MR
+(`medmim.eval.labelled_sources`): the intensity part of the recipe (`prepare`: CT window -> [0, 1], MR
 normalisation), then the whole volume resized (trilinear, `encoder_input`) to `size`, else the
 encoder's pretraining crop, else its own shape rounded up to a multiple of 32
 (`medmim.eval.encoders.input_size`). The embedding is one `forward_features` output
@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from medmim.errors import ConfigError, DataError
 from medmim.eval.encoders import feature_name, input_size, load_encoder_or_scratch, select_feature
-from medmim.eval.labelled import encoder_input, prepare
+from medmim.eval.labelled import encoder_input
+from medmim.eval.labelled_sources import prepare
 
 log = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")
@@ -75,7 +76,7 @@ class Preprocessor:
     """A volume -> the encoder's input (C, D, H, W); picklable, so DataLoader workers run it.
 
     Attributes:
-        recipe: the recipe dict whose intensity part is applied (`medmim.eval.labelled.prepare`).
+        recipe: the recipe dict whose intensity part is applied (`medmim.eval.labelled_sources.prepare`).
         meta: the encoder's encoder.json (crop_size, in_channels).
         size: the resize override (None: `input_size` decides per volume).
     """

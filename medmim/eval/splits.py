@@ -39,7 +39,7 @@ from medmim.errors import ConfigError
 
 log = logging.getLogger(__name__)
 #: Help that every grouped-split error ends with.
-_GROUP_FIX = "or pass --group-key none to split samples instead of groups"
+_GROUP_FIX = "or pass `group_key=none` to split samples instead of groups"
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def held_out_test(
     _check_counts(labels, 2, f"a stratified test hold-out of {test_size}")
     if groups is not None:
         n_splits = max(2, int(round(1.0 / test_size)))
-        what = f"--test-size {test_size} (a grouped {n_splits}-fold hold-out)"
+        what = f"`test_size={test_size}` (a grouped {n_splits}-fold hold-out)"
         return group_folds(everything, labels, groups, n_splits, seed, what)[0]
     dev, test = train_test_split(
         everything, test_size=test_size, stratify=labels, random_state=seed
@@ -196,12 +196,12 @@ def _check_parts(
         if len(train) == 0 or len(val) == 0:
             raise ConfigError(
                 f"grouped fold {fold} has an empty {'train' if len(train) == 0 else 'val'} "
-                f"part; lower --folds, {_GROUP_FIX}"
+                f"part; lower `folds`, {_GROUP_FIX}"
             )
         if len(np.unique(labels[train])) < 2:
             raise ConfigError(
                 f"grouped fold {fold}'s train part holds only class {labels[train][0]}: its "
-                f"groups carry a single class; lower --folds, {_GROUP_FIX}"
+                f"groups carry a single class; lower `folds`, {_GROUP_FIX}"
             )
         parts += [(f"fold {fold} train", train), (f"fold {fold} val", val)]
     for name, part in parts:
@@ -246,7 +246,7 @@ def make_splits(
         if len(groups) != len(labels):
             raise ConfigError(f"{len(groups)} group ids for {len(labels)} samples")
     if folds < 1:
-        raise ConfigError(f"--folds {folds}: use 1 (a single train/val split) or k >= 2")
+        raise ConfigError(f"`folds={folds}`: use 1 (a single train/val split) or k >= 2")
     dev, test = held_out_test(labels, split, test_size, seed, groups)
     if groups is not None and (split == "test").any():
         _warn_shared_groups(groups, dev, test, "the source's test split and the rest")
@@ -259,7 +259,7 @@ def make_splits(
         _check_counts(labels[dev], 2, "a stratified validation split")
         if groups is not None:
             n_splits = max(2, min(5, len(np.unique(groups[dev]))))
-            what = f"--folds 1 (a grouped validation split, 1 of {n_splits} folds)"
+            what = f"`folds=1` (a grouped validation split, 1 of {n_splits} folds)"
             pairs = group_folds(dev, labels, groups, n_splits, seed, what)[:1]
         else:
             tr, va = train_test_split(
@@ -267,9 +267,9 @@ def make_splits(
             )
             pairs = [(np.sort(tr), np.sort(va))]
     else:
-        _check_counts(labels[dev], folds, f"--folds {folds}")
+        _check_counts(labels[dev], folds, f"`folds={folds}`")
         if groups is not None:
-            pairs = group_folds(dev, labels, groups, folds, seed, f"--folds {folds}")
+            pairs = group_folds(dev, labels, groups, folds, seed, f"`folds={folds}`")
         else:
             kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
             pairs = [(dev[tr], dev[va]) for tr, va in kfold.split(dev, labels[dev])]

@@ -9,8 +9,8 @@ Global tokens (the SA [CLS], the pooled token) and patch tokens share the MLP an
 *separate* last layers, `last_layer` and `last_layer_patch` (as the public SMART code's student
 does); `share_last_layer=True` uses `last_layer` for both (iBOT's shared head). The public SMIT
 code instead builds two whole heads (separate MLPs) by default; build two `ProjectionHead`s for
-that. Every last-layer parameter name contains "last_layer", so the training loop's
-"freeze the last layer during the first epoch" rule finds them.
+that. `last_layer_parameters()` lists the last layers' parameters, which the self-distillation
+methods freeze during the first epoch (`SelfDistillation.frozen_parameters`).
 
 The last layer uses `torch.nn.utils.parametrizations.weight_norm`: weight = g * v / ||v||, with
 g stored as `last_layer.parametrizations.weight.original0` (K, 1) and v as `...original1`
@@ -95,6 +95,11 @@ class ProjectionHead(nn.Module):
             None if share_last_layer else make_last_layer(bottleneck_dim, out_dim, norm_last_layer)
         )
         self.out_dim = out_dim
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The parameters of `last_layer` (and `last_layer_patch`, when separate)."""
+        layers = [self.last_layer] if self.last_layer_patch is None else [self.last_layer, self.last_layer_patch]
+        return [p for layer in layers for p in layer.parameters()]
 
     def embed(self, x: Tensor) -> Tensor:
         """MLP + L2 normalisation: (..., C) -> (..., bottleneck_dim), unit norm."""

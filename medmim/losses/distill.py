@@ -21,9 +21,11 @@ token (GITD / ITD) and the patch tokens (AMPD / MPD). Two entry points:
   (masked sum / max(count, 1)), then over the batch, then over the views (MPD / AMPD).
 
 Each call updates the centre from all teacher outputs it was given, after computing the loss
-(as iBOT). tau_t follows `warmup_constant`: `warmup_teacher_temp` (0.04) for `warmup_delay`
-steps, then linear to `teacher_temp` (0.07) over `warmup_steps` steps, both computed by the
-method from epochs (SMIT: 30 epochs; the SMIT code delays the patch warm-up by 30 epochs).
+(as iBOT). tau_t follows `medmim.schedules.epoch_warmup`: `warmup_teacher_temp` (0.04) for
+`warmup_delay` steps, then over the epochs of `warmup_steps` the values of
+`np.linspace(0.04, 0.07, E)`, one per epoch (DINO/iBOT/SMIT: E = 30, so epoch 29 already has
+0.07), then `teacher_temp` (0.07); the method computes the steps from epochs (the SMIT code
+delays the patch warm-up by 30 epochs).
 The centre is a registered buffer (1, K), so it is saved in the method's state_dict.
 
 `centering="sinkhorn"` replaces the centred softmax by Sinkhorn-Knopp targets
@@ -49,7 +51,7 @@ from medmim.errors import ConfigError, did_you_mean
 from medmim.losses.sinkhorn import sinkhorn_knopp
 from medmim.losses.teacher_stats import teacher_health
 from medmim.registry import LOSSES
-from medmim.schedules import warmup_constant
+from medmim.schedules import epoch_warmup
 
 #: Rows of the teacher's distributions that `teacher_entropy` averages (a cheap sample).
 ENTROPY_ROWS = 1024
@@ -66,9 +68,11 @@ class DistillationLoss(nn.Module):
         student_temp: tau_s (0.1).
         teacher_temp: final tau_t (0.07).
         warmup_teacher_temp: initial tau_t (0.04).
-        warmup_steps: steps of the linear tau_t warm-up (method: warm-up epochs * steps/epoch);
+        warmup_steps: steps of the tau_t warm-up (method: warm-up epochs * steps/epoch);
             0 = `teacher_temp` from the first step.
         warmup_delay: steps at `warmup_teacher_temp` before the warm-up starts.
+        steps_per_epoch: tau_t changes once per epoch of this many steps during the warm-up
+            (the official per-epoch schedule); 1 = every step.
         center_momentum: m of the centre update (0.9).
         centering: "center" (centred softmax, the papers' default) or "sinkhorn" (DINOv2).
         sinkhorn_iterations: Sinkhorn-Knopp rounds (3, DINOv2).
@@ -92,6 +96,7 @@ class DistillationLoss(nn.Module):
         warmup_steps: int = 0,
         warmup_delay: int = 0,
         center_momentum: float = 0.9,
+        steps_per_epoch: int = 1,
         centering: str = "center",
         sinkhorn_iterations: int = 3,
     ) -> None:
@@ -121,6 +126,9 @@ class DistillationLoss(nn.Module):
         self.warmup_teacher_temp = float(warmup_teacher_temp)
         self.warmup_steps = int(warmup_steps)
         self.warmup_delay = int(warmup_delay)
+        if steps_per_epoch < 1:
+            raise ConfigError(f"loss option 'steps_per_epoch' must be >= 1, got {steps_per_epoch}")
+        self.steps_per_epoch = int(steps_per_epoch)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, out_dim))
         #: entropy of the last teacher distribution / ln K (1 = uniform targets), a detached
@@ -130,9 +138,10 @@ class DistillationLoss(nn.Module):
 
     def teacher_temp(self, step: int) -> float:
         """tau_t at optimizer step `step` (a pure function of the step)."""
-        return warmup_constant(
+        return epoch_warmup(
             step,
             self.warmup_steps,
+            self.steps_per_epoch,
             self.warmup_teacher_temp,
             self.teacher_temp_final,
             self.warmup_delay,

@@ -166,8 +166,8 @@ class HighAttentionMasker(_AttentionMasker):
         elif self.hints == "code":
             shown = _random_hints(
                 ranks,
-                int(self.hint_ratio * n + 1e-9),
-                int(self.hint_ratio * r * n + 1e-9),
+                num_masked(self.hint_ratio, n, "floor"),
+                num_masked(self.hint_ratio * r, n, "floor"),  # int(show_ratio N), show_ratio = show_max r
                 generator,
             )
         else:

@@ -16,8 +16,9 @@ axis):
 
 So the count never exceeds T and usually falls a little short; `exact=True` tops the mask up to
 exactly T by growing the blocks into random face-neighbours (it stays blocky), then, only if no
-neighbour is left, into random cells. `low` defaults to max(1, (min(D, H, W) // 3)^3), the 3D
-form of iBOT's (min(H, W) // 3)^2.
+neighbour is left, into random cells. `low` defaults to iBOT's (min(H, W) // 3)^2 over the axes longer than
+one cell: (min(D, H, W) // 3)^3 on a 3D grid, (min(H, W) // 3)^2 = 16 on a 1 x 14 x 14 grid
+(iBOT's `min_num_patches=16`), at least 1 (`default_min_cells`).
 
 The ratio per view is either fixed (`ratio=0.3`) or iBOT's ViT-S recipe: 0 with probability
 `zero_prob` (0.5), else U(ratio_range) = U(0.1, 0.5), drawn per sample.
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from medmim.errors import ConfigError
-from medmim.masking.utils import Grid, Masker, check_ratio, host_scalar
+from medmim.masking.utils import Grid, Masker, check_ratio, host_scalar, num_masked
 from medmim.registry import MASKERS
 from medmim.types import MaskOutput
 
@@ -48,7 +49,7 @@ class BlockwiseMasker(Masker):
             U(`ratio_range`)} per sample.
         ratio_range: (low, high) of the uniform draw (iBOT ViT-S: 0.3 +- 0.2 = (0.1, 0.5)).
         zero_prob: probability that a view is left unmasked when drawing (iBOT: 0.5).
-        min_cells: smallest block volume `low`; None = max(1, (min(D, H, W) // 3)^3).
+        min_cells: smallest block volume `low`; None = `default_min_cells(grid)`.
         min_aspect: aspect ratios are log-uniform in [min_aspect, 1 / min_aspect] (iBOT: 0.3).
         max_attempts: block attempts per round (iBOT: 10).
         exact: top the mask up to exactly int(ratio * N) cells (off by default, as iBOT).
@@ -125,8 +126,8 @@ class BlockwiseMasker(Masker):
     def sample(self, grid: Sequence[int], ratio: float, rng: random.Random) -> np.ndarray:
         """One (d, h, w) bool mask with at most (exactly, if `exact`) int(ratio * N) cells."""
         mask = np.zeros(tuple(grid), dtype=bool)
-        target = int(ratio * mask.size + 1e-9)
-        low = self.min_cells or max(1, (min(grid) // 3) ** 3)
+        target = num_masked(ratio, mask.size, "floor")
+        low = self.min_cells or default_min_cells(grid)
         count = 0
         while count < target:
             added = self._add_block(mask, low, target - count, rng)
@@ -155,6 +156,13 @@ class BlockwiseMasker(Masker):
                 block[...] = True
                 return new
         return 0
+
+
+def default_min_cells(grid: Sequence[int]) -> int:
+    """iBOT's smallest block, (min(H, W) // 3)^2 on its 2D grid, over the k axes of `grid`
+    longer than one cell: (min // 3)^k, at least 1 (8 for 6^3, 16 for 1 x 14 x 14)."""
+    sides = [int(g) for g in grid if g > 1]
+    return max(1, (min(sides) // 3) ** len(sides)) if sides else 1
 
 
 def _block_sides(

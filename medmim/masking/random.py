@@ -33,7 +33,8 @@ class RandomMasker(Masker):
 
     Args:
         ratio: fraction of cells to mask, in [0, 1] (SMIT: 0.7).
-        rounding: "ceil" (SMIT code, default), "floor" (iBOT's 'rand' mode, `int()`) or "round".
+        rounding: "ceil" (SMIT code, default), "floor" (iBOT's 'rand' mode, `int()`), "round"
+            or "floor_visible" (PUMIT code: N - int(N (1 - r)) masked); see `num_masked`.
 
     Example:
         >>> masker = RandomMasker(ratio=0.7)

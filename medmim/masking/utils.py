@@ -5,7 +5,7 @@ A mask lives on the *masking grid* (d, h, w) as a bool tensor (B, d, h, w), True
 (medmim.types.MaskOutput). A backbone whose token grid is finer than the masking grid (Swin's
 patch-embedding grid, e.g. 48^3 for a 6^3 masking grid) and the masked-voxel losses need it on a
 finer grid: `upsample_mask` repeats each cell along each axis, `mask_to_voxels` goes straight to
-the voxel grid of the input volume.
+the voxel grid of the input volume (also used for the progress figures' mask and attention).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from medmim.types import MaskOutput
 
 Grid = tuple[int, int, int]
 
-#: how a fractional count `ratio * N` becomes a number of cells.
-ROUNDINGS = ("ceil", "floor", "round")
+#: how a fractional count `ratio * N` becomes a number of cells (see `num_masked`).
+ROUNDINGS = ("ceil", "floor", "round", "floor_visible")
 
 
 def check_grid(grid: Sequence[int]) -> Grid:
@@ -98,8 +98,14 @@ def check_rounding(rounding: str) -> str:
 def num_masked(ratio: float, n: int, rounding: str = "ceil") -> int:
     """Number of cells to mask out of `n` for `ratio`.
 
-    `ceil` is SMIT's MaskGenerator (ceil(0.7 * 216) = 152), `floor` is `int()` as in the AttMask
-    and iBOT code. A tiny tolerance keeps 0.7 * 10 from becoming 8 under `ceil`.
+    - `ceil`: SMIT's MaskGenerator, ceil(r N) (ceil(0.7 * 216) = 152). A tolerance of 1e-9
+      keeps 0.7 * 10 = 7.000000000000001 at 7 (SMIT's own 216-cell grids never meet such a case).
+    - `floor`: `int(r * N)` exactly as the iBOT ('rand' mode) and AttMask code compute it, float
+      rounding included: 0.29 * 100 = 28.999999999999996 gives 28.
+    - `round`: round(r N).
+    - `floor_visible`: the PUMIT code keeps `int(N * (1 - r))` cells visible and masks the rest:
+      for r = 0.55 and N = 500, 1 - 0.55 = 0.44999999999999996 keeps 224 and masks 276 (where
+      `ceil` masks 275).
 
     Returns:
         An int in [0, n].
@@ -108,9 +114,11 @@ def num_masked(ratio: float, n: int, rounding: str = "ceil") -> int:
     if rounding == "ceil":
         k = math.ceil(x - 1e-9)
     elif rounding == "floor":
-        k = math.floor(x + 1e-9)
+        k = int(x)
     elif rounding == "round":
         k = round(x)
+    elif rounding == "floor_visible":
+        k = n - int(n * (1.0 - float(ratio)))
     else:
         check_rounding(rounding)
     return int(min(max(k, 0), n))
@@ -178,6 +186,10 @@ def random_cells(
 def upsample_mask(mask: Tensor, factor: int | Sequence[int]) -> Tensor:
     """Repeat every cell `factor` times along each spatial axis (nearest-neighbour upsampling).
 
+    The one grid-to-finer-grid helper of the package: Swin's mask token on the patch grid,
+    the masked-voxel losses (`mask_to_voxels`) and the progress figures all use it. One copy
+    (a broadcast view reshaped), whatever the factors.
+
     Args:
         mask: (B, d, h, w) or (B, 1, d, h, w), any dtype.
         factor: one int or (fd, fh, fw); non-cubic factors allowed.
@@ -195,11 +207,9 @@ def upsample_mask(mask: Tensor, factor: int | Sequence[int]) -> Tensor:
         raise ValueError(f"upsample factor must be one or three positive ints, got {factor}")
     if mask.dim() not in (4, 5):
         raise ValueError(f"mask must be (B, d, h, w) or (B, 1, d, h, w), got {tuple(mask.shape)}")
-    first = mask.dim() - 3
-    for axis, f in enumerate(factors):
-        if f > 1:
-            mask = mask.repeat_interleave(f, dim=first + axis)
-    return mask
+    *lead, d, h, w = mask.shape
+    (fd, fh, fw), cells = factors, mask[..., :, None, :, None, :, None]
+    return cells.expand(*lead, d, fd, h, fh, w, fw).reshape(*lead, d * fd, h * fh, w * fw)
 
 
 def mask_to_voxels(mask: Tensor, spatial_shape: Sequence[int]) -> Tensor:

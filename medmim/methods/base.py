@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -31,6 +32,13 @@ class PretrainMethod(nn.Module, ABC):
     @abstractmethod
     def forward(self, batch: dict[str, Any], step: int) -> StepOutput:
         """Compute the loss of one batch at optimizer step `step` (0-based)."""
+
+    def frozen_parameters(self, step: int) -> Sequence[nn.Parameter]:
+        """Parameters that optimizer step `step` must leave as they are: the loop drops their
+        gradients after the backward pass, so AdamW skips them (no update, no weight decay).
+        Default: none. Must not read tensors back from the device (the loop calls it every step).
+        """
+        return ()
 
     def on_optimizer_step(self, step: int) -> None:
         """Called after each optimizer step (EMA teacher update). Default: nothing."""

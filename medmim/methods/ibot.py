@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from medmim.errors import ConfigError
-from medmim.methods._common import LossTerms, SelfDistillation, views_of, visuals
+from medmim.methods.distillation import HeadSpec, LossTerms, SelfDistillation, views_of, visuals
 from medmim.registry import BACKBONES, MASKERS, METHODS
 from medmim.types import StepOutput, TrainContext
 
@@ -51,7 +51,7 @@ class IBOT(SelfDistillation):
         norm_last_layer: freeze the weight-norm magnitude (False, iBOT ViT-S recipe).
         **distill: projection head (8192, 2048, 256), temperatures (tau_s 0.1, tau_t 0.04 ->
             0.07 over 30 epochs; iBOT uses the same for the patch tokens), centre momentum 0.9
-            and EMA momentum (cosine 0.996 -> 1): see `medmim.methods._common.SelfDistillation`.
+            and EMA momentum (cosine 0.996 -> 1): see `medmim.methods.distillation.SelfDistillation`.
     """
 
     method_name = "ibot"
@@ -79,7 +79,7 @@ class IBOT(SelfDistillation):
                 f"patch tokens ({dims['patch']}) share one head; use global_token=cls or a backbone whose "
                 f"pool_stage equals its sa_stage"
             )
-        heads = {"head": (dims["patch"], share_last_layer)}
+        heads = {"head": HeadSpec(dims["patch"], share_last_layer=share_last_layer)}
         super().__init__(
             net, heads, {}, ("cls", "patch"), context, norm_last_layer=norm_last_layer, **distill
         )

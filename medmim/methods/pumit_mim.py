@@ -2,8 +2,9 @@
 
 A frozen tokenizer (stage 1, loaded from `tokenizer=PATH`) turns the image into a grid of soft
 tokens q_i = softmax(l_i). The universal ViT sees the same image with 55% of its patches replaced
-by a learnable mask token (uniform random cells, exactly ceil(0.55 N) per sample = the code's
-N - int(0.45 N)); an MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final
+by a learnable mask token (uniform random cells per sample, as many as the code masks: it keeps
+int(N (1 - 0.55)) visible, which float rounding makes 224 of 500, so 276 are masked, one more than
+the paper's 55% = 275; `rounding="floor_visible"`, and `"ceil"` gives the paper's count); an MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final
 hidden states to logits over the K codes, and the loss is the cross-entropy against q on the
 masked positions only (`medmim.losses.soft_token`). All blocks see the mask tokens (BEiT/EVA
 style; the code's ViT-B setting).
@@ -24,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from medmim.errors import ConfigError
 from medmim.losses.soft_token import SoftTokenCrossEntropyLoss
+from medmim.masking.utils import mask_to_voxels
 from medmim.methods.base import PretrainMethod
 from medmim.methods.pumit_tokenizer import batch_spacing
 from medmim.models.tokenizer import load_tokenizer, to_tokenizer_range
@@ -36,8 +37,9 @@ from medmim.models.universal_vit import UniversalViT
 from medmim.registry import BACKBONES, MASKERS, METHODS
 from medmim.types import StepOutput, TrainContext
 
-#: the paper's masking: 55% uniformly random patches.
-DEFAULT_MASKER = {"name": "random", "ratio": 0.55, "rounding": "ceil"}
+#: the paper's masking, 55% uniformly random patches, counted as the code does (N - int(0.45 N)
+#: in floats: 276 of 500; "ceil" gives the paper's 275).
+DEFAULT_MASKER = {"name": "random", "ratio": 0.55, "rounding": "floor_visible"}
 
 
 class MIMHead(nn.Sequential):
@@ -127,14 +129,8 @@ class PUMITMIM(PretrainMethod):
         }
         visuals = {
             "view": x[0, 0].detach(),
-            "mask": cells_to_voxels(mask[0].float(), x.shape[-3:]),
-            "attn": cells_to_voxels(feats["attn"][0].reshape(grid).float(), x.shape[-3:]),
+            "mask": mask_to_voxels(mask[:1].float(), x.shape[-3:])[0, 0],
+            "attn": mask_to_voxels(feats["attn"][:1].reshape(1, *grid).float(), x.shape[-3:])[0, 0],
         }
         return StepOutput(loss=out.loss, logs=logs, visuals=visuals)
 
-
-def cells_to_voxels(cells: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Repeat each cell of a (d, h, w) map over its voxels: (D, H, W), one copy (for the PNG)."""
-    (d, h, w), (dd, hh, ww) = cells.shape, tuple(int(s) for s in size)
-    blocks = cells[:, None, :, None, :, None].expand(d, dd // d, h, hh // h, w, ww // w)
-    return blocks.reshape(dd, hh, ww)

@@ -58,7 +58,8 @@ from medmim.losses.masked_l1 import MaskedL1Loss
 from medmim.masking.attention import HighAttentionMasker
 from medmim.masking.random import RandomMasker
 from medmim.masking.teacher_noise import TeacherNoiseMasker
-from medmim.methods._common import (
+from medmim.methods.distillation import (
+    HeadSpec,
     LossTerms,
     SelfDistillation,
     backbone_with,
@@ -94,7 +95,7 @@ class SMART(SelfDistillation):
         **distill: projection heads, temperatures, centre and EMA momentum, with the paper's
             values as defaults (K 8192, hidden 2048, bottleneck 256, frozen weight-norm
             magnitude; tau_s 0.1, tau_t 0.04 -> 0.07 over 30 epochs; centre momentum 0.9; EMA
-            0.996 -> 1): see `medmim.methods._common.SelfDistillation`.
+            0.996 -> 1): see `medmim.methods.distillation.SelfDistillation`.
     """
 
     method_name = "smart"
@@ -123,8 +124,8 @@ class SMART(SelfDistillation):
         attention = has_attention(net)
         dims = net.feature_dims
         heads = {
-            "head": (dims["patch"], False),  # SA [CLS] and patch tokens
-            "head_pooled": (dims["pooled"], True),
+            "head": HeadSpec(dims["patch"], share_last_layer=False),  # SA [CLS] and patch tokens
+            "head_pooled": HeadSpec(dims["pooled"], share_last_layer=True),
         }
         families = ("patch", "cls", "pooled") if attention else ("patch", "pooled")
         super().__init__(net, heads, mip_heads(net), families, context, **distill)

@@ -36,7 +36,8 @@ from typing import Any
 from medmim.errors import ConfigError
 from medmim.losses.masked_l1 import MaskedL1Loss
 from medmim.masking.random import RandomMasker
-from medmim.methods._common import (
+from medmim.methods.distillation import (
+    HeadSpec,
     LossTerms,
     SelfDistillation,
     backbone_with,
@@ -62,7 +63,7 @@ class SMIT(SelfDistillation):
         l_mip, l_mpd, l_itd: loss weights (1, 0.1, 0.1); 0 turns a loss off.
         **distill: projection heads (8192, 2048, 256), temperatures (tau_s 0.1, tau_t 0.04 ->
             0.07 over 30 epochs), centre momentum 0.9 and EMA momentum (cosine 0.996 -> 1):
-            see `medmim.methods._common.SelfDistillation`.
+            see `medmim.methods.distillation.SelfDistillation`.
     """
 
     method_name = "smit"
@@ -85,7 +86,10 @@ class SMIT(SelfDistillation):
         spec = backbone_with(backbone, self.method_name, switches, "SMIT needs a Swin backbone (e.g. swin_smit).")
         net = BACKBONES.build(spec)
         dims = net.feature_dims
-        heads = {"head_patch": (dims["patch"], True), "head_global": (dims["pooled"], True)}
+        heads = {
+            "head_patch": HeadSpec(dims["patch"], share_last_layer=True),
+            "head_global": HeadSpec(dims["pooled"], share_last_layer=True),
+        }
         super().__init__(net, heads, mip_heads(net), ("patch", "global"), context, **distill)
         self.weights = {"mip": float(l_mip), "mpd": float(l_mpd), "itd": float(l_itd)}
         if not any(self.weights.values()):

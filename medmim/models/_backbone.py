@@ -52,13 +52,6 @@ def check_mask(mask: Tensor, batch: int, grid: tuple[int, int, int], who: str) -
         )
 
 
-def expand_mask(mask: Tensor, factor: int) -> Tensor:
-    """Repeat each mask cell `factor` times along every axis: (B, d, h, w) -> (B, fd, fh, fw)."""
-    for dim in (1, 2, 3):
-        mask = mask.repeat_interleave(factor, dim=dim)
-    return mask
-
-
 def jsonable(value: Any) -> Any:
     """Tuples become lists (recursively), so that a build spec survives a JSON round trip unchanged."""
     if isinstance(value, (tuple, list)):

@@ -1,7 +1,8 @@
 """The EMA teacher of the self-distillation methods (DINO, iBOT, SMIT, SMART).
 
 theta_t <- lambda theta_t + (1 - lambda) theta_s after every optimizer step, with lambda on a
-cosine schedule 0.996 -> 1 per iteration (SMIT section 2, SMART section 3.4).
+cosine schedule 0.996 -> 1 per iteration (SMIT section 2, SMART section 3.4;
+`medmim.schedules.ema_momentum`).
 
 Unlike the public SMIT code (independent random teacher init, lambda stuck at ~0.996 by an
 indexing bug, teacher in train mode with drop-path 0.3), the teacher here is a deep copy of the
@@ -16,20 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medmim.schedules import cosine
-
 #: attributes that hold a stochastic-depth probability (MONAI / timm DropPath use `drop_prob`).
 DROP_PATH_ATTRS = ("drop_prob", "drop_path_prob", "drop_path_rate")
-
-
-def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
-    """EMA momentum lambda at optimizer step `step` (0-based): cosine `start` -> `end`.
-
-    Reaches exactly `end` at the last step (`total_steps - 1`) and stays there; monotone.
-    """
-    if total_steps <= 1:
-        return float(end)
-    return cosine(step, total_steps - 1, start, end)
 
 
 def disable_drop_path(module: nn.Module) -> int:
@@ -64,6 +53,7 @@ class EMATeacher(nn.Module):
     Example:
         >>> student = nn.Linear(4, 4)
         >>> teacher = EMATeacher(student)
+        >>> from medmim.schedules import ema_momentum
         >>> teacher.update(student, ema_momentum(step=0, total_steps=1000))
     """
 

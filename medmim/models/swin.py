@@ -33,11 +33,11 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import Tensor, nn
 
 from medmim.layers.class_attention import SemanticAttention, init_token
+from medmim.masking.utils import upsample_mask
 from medmim.models._backbone import (
     check_choice,
     check_input,
     check_mask,
-    expand_mask,
     grid_of,
     jsonable,
     register_presets,
@@ -202,7 +202,7 @@ class SwinEncoder(nn.Module):
         x0 = self.swinViT.patch_embed(x)
         if mask is not None:
             check_mask(mask, x.shape[0], self.mask_grid(x.shape), "SwinEncoder")
-            cells = expand_mask(mask, 2**self.sa_stage).unsqueeze(1)
+            cells = upsample_mask(mask, 2**self.sa_stage).unsqueeze(1)
             x0 = torch.where(cells, self.mask_token.to(x0.dtype), x0)
         return self.swinViT.pos_drop(x0)
 

@@ -54,9 +54,10 @@ class OptimConfig:
         clip_mode: "per_param" clips each parameter's gradient norm to `clip_grad` on its own
             (the `clip_gradients` of the DINO/iBOT/SMART code); "global" clips the norm of all
             gradients together (`torch.nn.utils.clip_grad_norm_`).
-        freeze_last_layer_epochs: for this many epochs the gradients of every parameter whose
-            name contains "last_layer" (the projection heads' last layer) are dropped, so they
-            keep their initial values (DINO's `cancel_gradients_last_layer`).
+        freeze_last_layer_epochs: for this many epochs the gradients of the method's
+            `frozen_parameters` (the projection heads' last layers) are dropped, so they keep
+            their initial values (DINO's `cancel_gradients_last_layer`); the method reads it
+            as `TrainContext.freeze_last_layer_steps`.
         accumulate: micro-batches per optimizer step (gradient accumulation); the effective
             batch is `data.batch_size * accumulate * world_size`.
         no_decay_keys: parameter-name fragments excluded from weight decay, besides every

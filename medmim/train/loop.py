@@ -1,9 +1,9 @@
 """The pretraining loop. It knows a method only through `PretrainMethod`: `forward(batch, step)
--> StepOutput`, `on_optimizer_step(step)` and `.encoder`.
+-> StepOutput`, `frozen_parameters(step)`, `on_optimizer_step(step)` and `.encoder`.
 
 One optimizer step: schedule (lr, wd from the step) -> for each of `accumulate` micro-batches:
 autocast forward, backward (DDP syncs on the last) -> all-reduce [loss, non-finite count] ->
-non-finite guard -> unscale, drop frozen last-layer grads, clip -> AdamW step -> EMA hook ->
+non-finite guard -> unscale, drop the gradients of the method's frozen parameters, clip -> AdamW step -> EMA hook ->
 log, figures, checkpoint. A step is a pure function of (weights, optimizer state, step, RNG
 states, data position), all of which the checkpoint holds, so a resumed run continues exactly.
 
@@ -35,7 +35,7 @@ from medmim.train.guard import NonFiniteGuard
 from medmim.train.interrupt import RunInterrupted, StopRequest
 from medmim.train.lock import RunLock
 from medmim.train.monitor import METRICS_FILE, Monitor
-from medmim.train.optim import apply_schedule, cancel_last_layer_grads, clip_gradients
+from medmim.train.optim import apply_schedule, clip_gradients
 from medmim.train.run_dir import CKPT_DIR, FIGURES_DIR
 from medmim.train.sampler import start_epoch, to_device
 from medmim.train.session import Session, open_session, resolve_config
@@ -170,8 +170,8 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
             value = value.detach().float() if torch.is_tensor(value) else float(value)
             logs[key] = logs.get(key, 0.0) + value / accumulate
     s.scaler.unscale_(s.optimizer)
-    if s.schedule.last_layer_frozen(step):
-        cancel_last_layer_grads(s.method)
+    for p in s.method.frozen_parameters(step):
+        p.grad = None  # AdamW skips it: no update, no weight decay
     grad_norm = clip_gradients(s.method.parameters(), float(s.cfg.optim.clip_grad),
                                str(s.cfg.optim.clip_mode)).to(info.device)
     bad = ~torch.isfinite(loss_sum)

@@ -1,4 +1,4 @@
-"""AdamW with parameter groups, per-step schedules, gradient clipping and last-layer freezing.
+"""AdamW with parameter groups, per-step schedules and gradient clipping.
 
 The learning rate follows a linear warm-up then a cosine decay, the weight decay a cosine from
 0.04 to 0.4 (DINO/iBOT/SMART), both pure functions of the optimizer step (medmim/schedules.py)
@@ -17,25 +17,20 @@ from torch import nn
 from medmim.errors import ConfigError
 from medmim.schedules import cosine, warmup_cosine
 
-#: parameters whose name contains this are frozen for `optim.freeze_last_layer_epochs`.
-LAST_LAYER_KEY = "last_layer"
-
 
 @dataclass(frozen=True)
 class Schedule:
-    """Step -> learning rate / weight decay / last-layer freeze of one run.
+    """Step -> learning rate / weight decay of one run (`medmim.schedules` functions).
 
     Attributes:
         total_steps: optimizer steps of the run.
         warmup_steps: linear warm-up steps of the learning rate.
-        freeze_steps: steps during which the last layer's gradients are dropped.
         lr, min_lr: peak and final learning rate.
         wd, wd_end: weight decay at the first and the last step.
     """
 
     total_steps: int
     warmup_steps: int
-    freeze_steps: int
     lr: float
     min_lr: float
     wd: float
@@ -52,7 +47,6 @@ class Schedule:
         return cls(
             total_steps=total_steps,
             warmup_steps=int(warmup_steps),
-            freeze_steps=round(float(optim.freeze_last_layer_epochs) * steps_per_epoch),
             lr=resolve_lr(optim, 1) if optim.lr is None else float(optim.lr),
             min_lr=float(optim.min_lr),
             wd=float(optim.weight_decay), wd_end=float(optim.weight_decay_end),
@@ -65,9 +59,6 @@ class Schedule:
     def wd_at(self, step: int) -> float:
         """Weight decay at `step`: cosine wd -> wd_end over the run."""
         return cosine(step, self.total_steps, self.wd, self.wd_end)
-
-    def last_layer_frozen(self, step: int) -> bool:
-        return step < self.freeze_steps
 
 
 #: `optim.lr_scaling` values.
@@ -161,20 +152,6 @@ def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> No
     for group in optimizer.param_groups:
         group["lr"] = lr * float(group.get("lr_scale", 1.0))
         group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
-
-
-def cancel_last_layer_grads(module: nn.Module) -> int:
-    """Drop the gradients of every parameter whose name contains "last_layer".
-
-    With `grad = None`, AdamW skips the parameter entirely (no update, no weight decay), so it
-    keeps its value (DINO's `cancel_gradients_last_layer`). Returns how many were dropped.
-    """
-    count = 0
-    for name, p in module.named_parameters():
-        if LAST_LAYER_KEY in name and p.grad is not None:
-            p.grad = None
-            count += 1
-    return count
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float, mode: str) -> torch.Tensor:

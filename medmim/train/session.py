@@ -2,9 +2,10 @@
 saved to and restored from a checkpoint (medmim/train/checkpoint.py has the file format).
 
 Order of `open_session` (all of it before the first step, so bad settings fail fast):
-run-dir guards -> dataset -> step counts -> loader (with the data's batch sampler, if its mode
-has one) -> seed -> method (+ init_from) -> disk-space guard -> optimizer -> restore
-(resume=true) or reseed per rank -> compile -> DDP -> config.yaml.
+run-dir guards (`_check_run`) -> data (`_build_data`: dataset, step counts, loader with the
+data's batch sampler, if its mode has one) -> seed -> method (`_build_method`, + init_from) ->
+disk-space guard -> optimizer, scaler, schedule (`_build_optimizer`) -> restore (resume=true)
+or reseed per rank -> compile -> DDP -> config.yaml.
 """
 
 from __future__ import annotations
@@ -185,6 +186,56 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
     directory's, taken here by rank 0 before anything is checked or written) is the caller's
     to release."""
     run_dir = Path(cfg.output_dir) / cfg.name
+    lr_note = _check_run(cfg, info, run_dir, lock)
+    data = _build_data(cfg, info, run_dir, dataset)
+    ck.seed_everything(int(cfg.train.seed))  # the same initial weights on every rank
+    method = _build_method(cfg, info, data, method)
+    _on_main(info, lambda: check_disk_space(
+        run_dir, estimate_checkpoint_bytes(method), data.total_steps, int(cfg.train.keep_every)))
+    opt = _build_optimizer(cfg, info, method, data)
+    session = Session(
+        cfg=cfg, info=info, run_dir=run_dir, dataset=data.dataset, method=method, model=method,
+        optimizer=opt.optimizer, scaler=opt.scaler, schedule=opt.schedule, loader=data.loader,
+        sampler=data.sampler, steps_per_epoch=data.steps_per_epoch, amp_dtype=opt.amp_dtype,
+        lr_note=lr_note,
+    )
+    if cfg.resume:
+        session.restore()
+    else:
+        ck.seed_everything(int(cfg.train.seed) + info.rank)  # masks and noise differ between ranks
+    if cfg.train.compile:
+        method.compile()  # in place: state_dict keys stay the same
+    session.model = wrap_ddp(method, info, bool(cfg.train.find_unused_parameters))
+    if info.is_main:
+        OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
+        ck.remove_stale_temps(run_dir / CKPT_DIR)
+    return session
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The data side of a session: dataset, loader and sampler, and the step counts they give."""
+
+    dataset: Any
+    loader: Any
+    sampler: Any
+    steps_per_epoch: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class _Optim:
+    """The optimizer side of a session."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: Schedule
+    amp_dtype: torch.dtype | None
+
+
+def _check_run(cfg: DictConfig, info: DistInfo, run_dir: Path, lock: RunLock | None) -> str:
+    """Take the lock, resolve the learning rate, check the run directory (and the saved settings
+    on resume), set deterministic algorithms; returns the learning-rate line for train.log."""
     if lock is not None:
         _on_main(info, lock.acquire)
     lr_note = _resolve_lr(cfg, info)
@@ -195,42 +246,38 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    if dataset is None:
-        from medmim.data.pretrain import build_pretrain_dataset  # the data package, on demand
+    return lr_note
 
-        dataset = build_pretrain_dataset(cfg.data, run_dir, int(cfg.train.seed))
+
+def _build_data(cfg: DictConfig, info: DistInfo, run_dir: Path, dataset: Any) -> _Data:
+    """The dataset (built from `cfg.data` unless given), the step counts, and the loader with
+    the data mode's batch sampler, if it has one."""
+    from medmim.data import pretrain as pretrain_data  # the data package, on demand
+
+    if dataset is None:
+        dataset = pretrain_data.build_pretrain_dataset(cfg.data, run_dir, int(cfg.train.seed))
     batch, accumulate, seed = int(cfg.data.batch_size), int(cfg.optim.accumulate), int(cfg.train.seed)
     spe = steps_per_epoch(len(dataset), batch, info.world_size, accumulate)
-    from medmim.data.pretrain import build_pretrain_batch_sampler
-
-    batch_sampler = build_pretrain_batch_sampler(cfg.data, dataset, spe * accumulate, info.rank,
-                                                 info.world_size, seed)
+    batch_sampler = pretrain_data.build_pretrain_batch_sampler(
+        cfg.data, dataset, spe * accumulate, info.rank, info.world_size, seed)
     loader, sampler = build_loader(dataset, batch, int(cfg.data.num_workers), info.rank,
                                    info.world_size, seed, pin_memory=info.device.type == "cuda",
                                    batch_sampler=batch_sampler)
     total = spe * int(cfg.train.epochs)
     total = min(total, int(cfg.train.max_steps)) if cfg.train.max_steps else total
-    ck.seed_everything(seed)  # the same initial weights on every rank
-    method = _build_method(cfg, info, dataset, method, spe, total)
-    _on_main(info, lambda: check_disk_space(
-        run_dir, estimate_checkpoint_bytes(method), total, int(cfg.train.keep_every)))
+    return _Data(dataset=dataset, loader=loader, sampler=sampler, steps_per_epoch=spe, total_steps=total)
+
+
+def _build_optimizer(cfg: DictConfig, info: DistInfo, method: PretrainMethod, data: _Data) -> _Optim:
+    """AdamW over the method's parameters, the gradient scaler (on for fp16 only), the lr / wd
+    schedule and the autocast dtype ("auto": bf16 on CUDA, fp32 elsewhere)."""
     amp = PRECISIONS.get(str(cfg.train.precision), torch.bfloat16 if info.device.type == "cuda" else None)
-    session = Session(
-        cfg, info, run_dir, dataset, method, method, build_optimizer(method, cfg.optim),
-        torch.amp.GradScaler(info.device.type, enabled=amp is torch.float16),
-        Schedule.from_config(cfg.optim, spe, total), loader, sampler, spe, amp, lr_note=lr_note,
+    return _Optim(
+        optimizer=build_optimizer(method, cfg.optim),
+        scaler=torch.amp.GradScaler(info.device.type, enabled=amp is torch.float16),
+        schedule=Schedule.from_config(cfg.optim, data.steps_per_epoch, data.total_steps),
+        amp_dtype=amp,
     )
-    if cfg.resume:
-        session.restore()
-    else:
-        ck.seed_everything(seed + info.rank)  # masks and noise differ between ranks
-    if cfg.train.compile:
-        method.compile()  # in place: state_dict keys stay the same
-    session.model = wrap_ddp(method, info, bool(cfg.train.find_unused_parameters))
-    if info.is_main:
-        OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
-        ck.remove_stale_temps(run_dir / CKPT_DIR)
-    return session
 
 
 def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
@@ -248,12 +295,17 @@ def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
     return f"peak learning rate {lr:.4g} at a global batch of {batch} ({how})"
 
 
-def _build_method(cfg: DictConfig, info: DistInfo, dataset: Any, method: Any, spe: int,
-                  total: int) -> PretrainMethod:
+def _build_method(cfg: DictConfig, info: DistInfo, data: _Data, method: Any) -> PretrainMethod:
+    """The method (built from `cfg.method` and `cfg.model` unless given) on the device, with
+    activation checkpointing and `init_from` applied."""
     if method is None:
+        spe, dataset = data.steps_per_epoch, data.dataset
         channels = getattr(dataset, "in_channels", None) or int(dataset[0]["views"][0].shape[0])
-        context = TrainContext(steps_per_epoch=spe, total_steps=total, in_channels=channels,
-                               crop_size=tuple(int(s) for s in cfg.data.crop_size))
+        context = TrainContext(
+            steps_per_epoch=spe, total_steps=data.total_steps, in_channels=channels,
+            crop_size=tuple(int(s) for s in cfg.data.crop_size),
+            freeze_last_layer_steps=round(float(cfg.optim.freeze_last_layer_epochs) * spe),
+        )
         method = METHODS.build(to_dict(cfg.method), backbone=to_dict(cfg.model), context=context)
     method = method.to(info.device)
     if cfg.train.activation_checkpointing:

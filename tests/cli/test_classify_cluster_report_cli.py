@@ -122,3 +122,25 @@ def test_bad_inputs_exit_with_a_message(inputs, tmp_path, capsys) -> None:
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r.md")]) == 2
     with pytest.raises(SystemExit):
         main(["classify", "--encoder", "x", "--data", "y", "--out", "z", "--fractions", "0,1"])
+
+
+def test_library_options_are_named_as_flags(inputs, tmp_path, capsys) -> None:
+    """The library says `group_key=patient` / `folds=0`; the CLI says --group-key / --folds."""
+    npz, arch = inputs
+    common = ["--encoder", f"scratch:{arch}", "--data", str(npz), "--device", "cpu", "--no-progress",
+              "--out", str(tmp_path / "cls")]
+    assert main(["classify", *common, "--group-key", "patient"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --group-key patient: toy.npz is a MedMNIST npz" in err
+    assert "use --group-key auto or --group-key none" in err and "`" not in err
+    assert main(["classify", *common, "--folds", "0", "--feature", "pooled"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --folds 0: use 1 (a single train/val split) or k >= 2" in err
+
+
+def test_flag_message_translates_known_options_only() -> None:
+    from medmim.cli._messages import flag_message
+
+    text = "`folds=3` needs 3 groups; lower `folds`, or pass `group_key=none`; see `medmim export`"
+    assert flag_message(text) == "--folds 3 needs 3 groups; lower --folds, or pass --group-key none; see `medmim export`"
+    assert flag_message("set `label_key`", {"label_key": "--labels"}) == "set --labels"

@@ -8,7 +8,8 @@ import torch
 from _toy_data import write_crops_csv, write_medmnist
 
 from medmim.errors import ConfigError, DataError
-from medmim.eval.labelled import VolumeDataset, encode_labels, load_labelled, rename_classes
+from medmim.eval.labelled import VolumeDataset, rename_classes
+from medmim.eval.labelled_sources import encode_labels, load_labelled
 
 
 def test_medmnist_npz(tmp_path) -> None:
@@ -81,7 +82,7 @@ def test_csv_errors_name_the_column(tmp_path) -> None:
     (tmp_path / "empty_labels.csv").write_text("image,label\na.nii.gz,\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"row 1 has no label \(''\); every volume needs a class label"):
         load_labelled(tmp_path / "empty_labels.csv")
-    with pytest.raises(DataError, match=r"no column 'img'.*set --image-key"):
+    with pytest.raises(DataError, match=r"no column 'img'.*set `image_key`"):
         load_labelled(csv_path, image_key="img")
     folder = write_crops_csv(tmp_path / "ok", n=3).parent
     (folder / "split.csv").write_text("image,label,split\ncrops/c000.nii.gz,benign,holdout\n", encoding="utf-8")

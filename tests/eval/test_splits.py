@@ -64,5 +64,5 @@ def test_no_test_set_and_errors() -> None:
     assert len(s.test) == 0 and len(s.val) == 12 and len(s.train) == 48
     with pytest.raises(ConfigError, match="smallest class has 3"):
         make_splits(np.array([0] * 10 + [1] * 3), folds=5, test_size=0)
-    with pytest.raises(ConfigError, match="--folds 0"):
+    with pytest.raises(ConfigError, match="`folds=0`: use 1"):
         make_splits(LABELS, folds=0)

@@ -1,5 +1,5 @@
-import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,14 @@ def test_center_is_a_1xK_buffer_in_the_state_dict() -> None:
 
 
 def test_teacher_temperature_schedule() -> None:
-    loss = DistillationLoss(out_dim=K, warmup_steps=300)
-    assert loss.teacher_temp(0) == 0.04
-    assert math.isclose(loss.teacher_temp(150), 0.055)
+    # 30 epochs of 10 steps: np.linspace(0.04, 0.07, 30)[epoch] (DINO/iBOT/SMIT), then 0.07
+    loss = DistillationLoss(out_dim=K, warmup_steps=300, steps_per_epoch=10)
+    official = np.linspace(0.04, 0.07, 30)
+    assert [loss.teacher_temp(10 * e + 9) for e in range(30)] == pytest.approx(official.tolist(), abs=1e-12)
+    assert loss.teacher_temp(0) == 0.04 and loss.teacher_temp(290) == 0.07
     assert loss.teacher_temp(300) == 0.07 and loss.teacher_temp(10_000) == 0.07
-    delayed = DistillationLoss(out_dim=K, warmup_steps=300, warmup_delay=300)  # SMIT code, patches
-    assert delayed.teacher_temp(299) == 0.04 and math.isclose(delayed.teacher_temp(450), 0.055)
+    delayed = DistillationLoss(out_dim=K, warmup_steps=300, warmup_delay=300, steps_per_epoch=10)  # SMIT code, patches
+    assert delayed.teacher_temp(299) == 0.04 and delayed.teacher_temp(300 + 145) == pytest.approx(official[14])
     assert DistillationLoss(out_dim=K).teacher_temp(0) == 0.07  # no warm-up: final value at once
 
 

@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 
 from medmim.errors import ConfigError
-from medmim.masking.blockwise import BlockwiseMasker
+from medmim.masking.blockwise import BlockwiseMasker, default_min_cells
 from medmim.masking.random import RandomMasker
 from medmim.registry import MASKERS
 
@@ -17,7 +17,7 @@ GRIDS = [(6, 6, 6), (12, 12, 4), (6, 6, 2), (4, 7, 5)]
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5])
 def test_count_never_exceeds_target_and_exact_mode_hits_it(grid, ratio) -> None:
-    target = int(ratio * math.prod(grid) + 1e-9)
+    target = int(ratio * math.prod(grid))  # iBOT / AttMask: int(), float rounding included
     gen = torch.Generator().manual_seed(0)
     counts = BlockwiseMasker(ratio=ratio)(grid, 16, generator=gen).mask.flatten(1).sum(1)
     assert counts.max() <= target
@@ -74,3 +74,28 @@ def test_reproducible_and_registered() -> None:
     assert torch.equal(a, b) and not torch.equal(a[0], a[1])
     with pytest.raises(ConfigError, match="ratio_range"):
         BlockwiseMasker(ratio_range=(0.5, 0.1))
+
+
+def test_target_is_int_of_ratio_times_n_as_the_official_code() -> None:
+    assert 0.29 * 100 == 28.999999999999996  # int() gives 28, a tolerance would give 29
+    out = BlockwiseMasker(ratio=0.29, exact=True)((4, 5, 5), 3, generator=torch.Generator().manual_seed(0))
+    assert out.mask.flatten(1).sum(1).tolist() == [28] * 3
+
+
+def test_default_min_cells_is_ibots_on_a_one_slice_grid() -> None:
+    """iBOT: min_num_patches = (min(H, W) // 3)^2 = 16 on 14 x 14; a 1 x 14 x 14 grid is that grid."""
+    assert default_min_cells((1, 14, 14)) == 16 and default_min_cells((14, 1, 14)) == 16
+    assert default_min_cells((6, 6, 6)) == 8 and default_min_cells((12, 12, 4)) == 1
+    assert default_min_cells((1, 1, 1)) == 1 and default_min_cells((1, 1, 9)) == 3
+    lows: list[int] = []
+
+    class Spy(BlockwiseMasker):
+        def _add_block(self, mask, low, remaining, rng):  # type: ignore[no-untyped-def]
+            lows.append(low)
+            return super()._add_block(mask, low, remaining, rng)
+
+    Spy(ratio=0.4)((1, 14, 14), 2, generator=torch.Generator().manual_seed(0))
+    assert lows and set(lows) == {16}
+    lows.clear()
+    Spy(ratio=0.4, min_cells=4)((1, 14, 14), 1, generator=torch.Generator().manual_seed(0))
+    assert set(lows) == {4}

@@ -1,5 +1,13 @@
-"""Contract tests over every registered self-distillation method (PUMIT's are tested in
-test_pumit.py), and a one-step smoke test of every packaged preset of these methods."""
+"""Contract tests over every registered method and a one-step smoke test of every packaged
+preset of the self-distillation methods.
+
+`test_pretrain_method_contract` checks what the training loop relies on (`PretrainMethod`) for
+every method, PUMIT's two stages included. The other tests check the parts of the
+self-distillation methods (`SelfDistillation`): an EMA teacher that starts as a copy, centres in
+the state_dict, two views per batch, `teacher/*` logs, projection heads whose last layers are
+frozen at first. PUMIT has none of these (stage 1 is a VQ autoencoder with a GAN, stage 2 learns
+from a frozen tokenizer's soft tokens on one view, no teacher), so they run over the
+self-distillation methods only; PUMIT's own parts are tested in test_pumit.py."""
 
 from __future__ import annotations
 
@@ -7,27 +15,77 @@ import math
 
 import pytest
 import torch
-from method_helpers import BACKBONE_OF, CONTEXT, TINY_HEAD, TINY_SWIN, TINY_VIT, build, make_batch
+from method_helpers import (
+    BACKBONE_OF,
+    CONTEXT,
+    TINY_HEAD,
+    TINY_SWIN,
+    TINY_VIT,
+    build,
+    build_pumit,
+    make_batch,
+    make_pumit_batch,
+    write_pumit_tokenizer,
+)
+from torch import nn
 
 from medmim.config import list_presets, load_config, to_dict
 from medmim.errors import ConfigError
 from medmim.methods.base import PretrainMethod
+from medmim.methods.distillation import SelfDistillation
+from medmim.models.tokenizer import TOKENIZERS
 from medmim.registry import BACKBONES, METHODS
 from medmim.train.config import RunConfig
 from medmim.types import StepOutput, TrainContext
 
 # The package's own methods only: other test modules may register toy methods in the same session.
-METHOD_NAMES = [
-    n
-    for n in METHODS.names()
-    if METHODS.get(n).__module__.startswith("medmim.methods.") and not n.startswith("pumit")
-]
+ALL_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")]
+#: the self-distillation methods (see the module docstring for why PUMIT's are not among them).
+METHOD_NAMES = [n for n in ALL_METHODS if issubclass(METHODS.get(n), SelfDistillation)]
+PUMIT_METHODS = ["pumit_tokenizer", "pumit_mim"]
 
 
 def test_every_method_has_a_tiny_backbone_and_both_presets() -> None:
     assert sorted(BACKBONE_OF) == sorted(METHOD_NAMES), "add the new method to method_helpers.BACKBONE_OF"
-    for name in METHOD_NAMES:
+    assert sorted(ALL_METHODS) == sorted([*METHOD_NAMES, *PUMIT_METHODS]), "a new method joins a family here"
+    for name in ALL_METHODS:
         assert name in list_presets() and f"{name}_demo" in list_presets(), name
+
+
+@pytest.fixture(scope="module")
+def pumit_tokenizer(tmp_path_factory) -> str:
+    return write_pumit_tokenizer(tmp_path_factory.mktemp("pumit") / "last.ckpt")
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_pretrain_method_contract(name: str, pumit_tokenizer: str) -> None:
+    """What the loop relies on: one step gives a finite scalar loss, `loss/*` logs and detached
+    (D, H, W) visuals; gradients reach the encoder; `encoder_config()` rebuilds the encoder;
+    `frozen_parameters` lists the method's own parameters; the state_dict restores exactly."""
+    pumit = name in PUMIT_METHODS
+    make = (lambda: build_pumit(name, pumit_tokenizer)) if pumit else (lambda: build(name))
+    method, batch = make(), make_pumit_batch() if pumit else make_batch()
+    method.train()
+    assert isinstance(method, PretrainMethod) and method.method_name == name
+    out = method(batch, step=0)
+    assert isinstance(out, StepOutput) and out.loss.dim() == 0 and math.isfinite(out.loss.item())
+    losses = [float(v) for k, v in out.logs.items() if k.startswith("loss/")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    for key, vol in out.visuals.items():
+        assert vol.shape == batch["views"][0].shape[-3:] and not vol.requires_grad, key
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
+    registry = TOKENIZERS if name == "pumit_tokenizer" else BACKBONES
+    assert registry.build(method.encoder_config()).config == method.encoder.config
+    own = {id(p) for p in method.parameters()}
+    for step in (0, 10**6):
+        frozen = method.frozen_parameters(step)
+        assert all(isinstance(p, nn.Parameter) and id(p) in own for p in frozen)
+    method.on_optimizer_step(0)
+    fresh = make()
+    fresh.load_state_dict(method.state_dict())
+    for key, value in method.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -72,6 +130,18 @@ def test_teacher_is_a_copy_at_step_0_then_follows_the_ema(name: str) -> None:
     after = method.teacher.module.state_dict()
     key = next(k for k in teacher if k.endswith("weight") and teacher[k].is_floating_point())
     assert torch.allclose(after[key], m * teacher[key] + (1 - m) * (teacher[key] + 1.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_the_heads_last_layers_are_frozen_for_the_first_steps(name: str) -> None:
+    """`frozen_parameters(step)`: every student parameter of a head's last layer (those DINO
+    finds by the name "last_layer") before `freeze_last_layer_steps`, nothing after."""
+    context = TrainContext(steps_per_epoch=10, total_steps=100, crop_size=(32, 32, 32), freeze_last_layer_steps=10)
+    method = METHODS.build({"name": name, **TINY_HEAD}, backbone=dict(BACKBONE_OF[name]), context=context)
+    by_name = {id(p) for n, p in method.student.named_parameters() if "last_layer" in n}
+    frozen = method.frozen_parameters(9)
+    assert by_name and {id(p) for p in frozen} == by_name and len(frozen) == len(by_name)
+    assert not method.frozen_parameters(10) and not build(name).frozen_parameters(0)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

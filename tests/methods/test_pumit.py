@@ -6,30 +6,13 @@ import io
 
 import pytest
 import torch
+from method_helpers import PUMIT_TOKENIZER, PUMIT_TOKENIZER_OPTS, PUMIT_VIT, write_pumit_tokenizer
 
 from medmim.errors import ConfigError
 from medmim.registry import METHODS
 from medmim.types import TrainContext
 
-TOKENIZER = {
-    "name": "soft_vq_tokenizer",
-    "channels": [8, 8, 16],
-    "codebook_size": 32,
-    "embed_dim": 8,
-}
-TOKENIZER_OPTS = {
-    "perceptual_weight": 0.0,
-    "disc_channels": [8, 8],
-    "disc_groups": 4,
-    "disc_warmup_steps": 2,
-}
-VIT = {
-    "name": "universal_vit",
-    "embed_dim": 24,
-    "depth": 2,
-    "num_heads": 2,
-    "pos_embed_shape": [1, 2, 2],
-}
+TOKENIZER, TOKENIZER_OPTS, VIT = PUMIT_TOKENIZER, PUMIT_TOKENIZER_OPTS, PUMIT_VIT
 
 
 def _batch(b: int = 2, spacing: tuple[float, float, float] | None = None) -> dict:
@@ -119,16 +102,7 @@ def test_tokenizer_method_perceptual_without_weights_is_a_clear_error() -> None:
 
 @pytest.fixture
 def tokenizer_ckpt(tmp_path):
-    from medmim.models.tokenizer import TOKENIZERS
-
-    tok = TOKENIZERS.build(TOKENIZER)
-    with torch.no_grad():
-        tok.to_logits.weight.mul_(
-            30.0
-        )  # a trained tokenizer's tokens are sharp; untrained ones near-uniform
-    path = tmp_path / "last.ckpt"
-    torch.save({"encoder": tok.state_dict(), "encoder_config": tok.config}, path)
-    return str(path)
+    return write_pumit_tokenizer(tmp_path / "last.ckpt")
 
 
 def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
@@ -141,7 +115,7 @@ def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
     assert torch.isfinite(out.loss) and {"loss/mim", "mim/kl", "mim/accuracy", "mask/ratio"} <= set(
         out.logs
     )
-    assert float(out.logs["mask/ratio"]) == 3 / 4  # ceil(0.55 * 4) of a 1x2x2 grid
+    assert float(out.logs["mask/ratio"]) == 3 / 4  # 4 - int(4 * 0.45) of a 1x2x2 grid (the code's count)
     assert out.visuals["mask"].shape == (16, 32, 32)
     trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
     assert trainable == {"vit", "head"}
@@ -180,3 +154,17 @@ def test_pumit_steps_have_no_host_sync(tokenizer_ckpt) -> None:
             out.loss.backward()
             method.on_optimizer_step(1)
         assert calls == [], (method.method_name, calls)
+
+
+def test_mim_masks_as_many_patches_as_the_pumit_code() -> None:
+    """The code keeps int(L (1 - 0.55)) patches visible: 224 of 500 (float rounding), 44 of 100."""
+    from medmim.config import load_config
+    from medmim.methods.pumit_mim import DEFAULT_MASKER
+    from medmim.registry import MASKERS
+    from medmim.train.config import RunConfig
+
+    preset = load_config("pumit_mim", schema=RunConfig).method.masker
+    for spec in (DEFAULT_MASKER, dict(preset)):
+        masker = MASKERS.build(dict(spec))
+        assert masker((5, 10, 10), 2).mask.flatten(1).sum(1).tolist() == [500 - int(500 * (1 - 0.55))] * 2 == [276] * 2
+        assert masker((1, 10, 10), 1).mask.sum().item() == 100 - int(100 * (1 - 0.55)) == 56

@@ -109,7 +109,8 @@ def test_loss_is_the_weighted_sum_and_a_zero_weight_turns_a_term_off() -> None:
 
 
 def test_teacher_temperature_warms_up_in_epochs() -> None:
-    method = build("smart", teacher_temp_warmup_epochs=2)  # 10 steps per epoch
-    temps = [method(make_batch(), step=s).logs["teacher/temp"] for s in (0, 10, 20, 50)]
-    assert temps == pytest.approx([0.04, 0.055, 0.07, 0.07])
+    # 10 steps per epoch; np.linspace(0.04, 0.07, 3) per epoch as the official code, then 0.07
+    method = build("smart", teacher_temp_warmup_epochs=3)
+    temps = [method(make_batch(), step=s).logs["teacher/temp"] for s in (0, 9, 10, 20, 29, 30, 50)]
+    assert temps == pytest.approx([0.04, 0.04, 0.055, 0.07, 0.07, 0.07, 0.07])
     assert method.momentum_at(0) == pytest.approx(0.996) and method.momentum_at(99) == pytest.approx(1.0)

@@ -11,10 +11,10 @@ from medmim.train.optim import (
     Schedule,
     apply_schedule,
     build_optimizer,
-    cancel_last_layer_grads,
     clip_gradients,
     param_groups,
 )
+from medmim.types import TrainContext
 
 
 def toy() -> ToyAutoencoder:
@@ -47,11 +47,10 @@ def test_param_groups_honour_no_weight_decay_and_keys() -> None:
 def test_schedule_from_config_and_apply() -> None:
     cfg = OmegaConf.structured(OptimConfig(lr=1e-3, min_lr=1e-5, warmup_epochs=2, freeze_last_layer_epochs=0.5))
     s = Schedule.from_config(cfg, steps_per_epoch=10, total_steps=100)
-    assert (s.warmup_steps, s.freeze_steps) == (20, 5)
+    assert s.warmup_steps == 20
     assert s.lr_at(0) == 0.0 and math.isclose(s.lr_at(10), 5e-4) and s.lr_at(20) == 1e-3
     assert s.lr_at(100) == 1e-5 and s.lr_at(60) < 1e-3
     assert math.isclose(s.wd_at(0), 0.04) and math.isclose(s.wd_at(100), 0.4)
-    assert s.last_layer_frozen(4) and not s.last_layer_frozen(5)
     opt = build_optimizer(toy(), cfg)
     apply_schedule(opt, 0.5, 0.3)
     assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.5, 0.3), (0.5, 0.0)]
@@ -71,14 +70,17 @@ def test_warmup_steps_overrides_warmup_epochs() -> None:
     assert resolve_config({"optim": {"warmup_steps": 0}}).optim.warmup_steps == 0
 
 
-def test_frozen_last_layer_keeps_its_values_under_adamw() -> None:
+def test_frozen_parameters_without_gradients_keep_their_values_under_adamw() -> None:
     method = toy()
+    method.context = TrainContext(freeze_last_layer_steps=1)
     opt = build_optimizer(method, OmegaConf.structured(OptimConfig()))
     apply_schedule(opt, 0.1, 0.5)
     before = {n: p.detach().clone() for n, p in method.named_parameters()}
     batch = {"views": [torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)], "index": torch.arange(2)}
     method(batch, 0).loss.backward()
-    assert cancel_last_layer_grads(method) == 2
+    assert not method.frozen_parameters(1) and len(method.frozen_parameters(0)) == 2
+    for p in method.frozen_parameters(0):  # what the loop does
+        p.grad = None
     opt.step()
     for name, p in method.named_parameters():
         if "last_layer" in name or name.startswith("teacher."):

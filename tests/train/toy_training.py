@@ -86,6 +86,10 @@ class ToyAutoencoder(PretrainMethod):
     def on_encoder_loaded(self) -> None:
         self.teacher.load_state_dict(self.student.state_dict())
 
+    def frozen_parameters(self, step: int) -> list[nn.Parameter]:
+        frozen = step < self.context.freeze_last_layer_steps
+        return list(self.head["last_layer"].parameters()) if frozen else []
+
     def forward(self, batch: dict[str, Any], step: int) -> StepOutput:
         if step == self.hang_at:  # the kill/resume test kills the process here
             Path(os.environ["TOY_HANG_MARKER"]).touch()

@@ -1,5 +1,7 @@
-"""Plumbing shared by the self-distillation methods (SMART, SMIT, iBOT, AttMask, MST, SMART-ViT).
+"""The self-distillation base of SMART, SMIT, iBOT, AttMask, MST and SMART-ViT, and its parts.
 
+- `SelfDistillation`: see below; `HeadSpec` names one of its projection heads.
+- `LossTerms`: the weighted sum of a method's named loss terms.
 - `backbone_with`: a backbone build spec with a method's ablation switches written in (e.g.
   SMART's `sa_stage`), refusing a switch the backbone does not have or a clash with the model
   section, so a switch never passes silently.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,8 +39,9 @@ from medmim.losses.koleo import KoLeoLoss
 from medmim.losses.masked_l1 import MaskedL1Loss
 from medmim.masking.utils import mask_to_voxels
 from medmim.methods.base import PretrainMethod
-from medmim.models.ema import EMATeacher, ema_momentum
+from medmim.models.ema import EMATeacher
 from medmim.registry import BACKBONES
+from medmim.schedules import ema_momentum
 from medmim.types import Features, TrainContext
 
 
@@ -100,6 +104,20 @@ def local_views_of(batch: Mapping[str, Any], batch_size: int) -> Tensor | None:
     return torch.cat(list(local), dim=0)
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """One projection head of a `SelfDistillation` method (a `ProjectionHead`).
+
+    Attributes:
+        in_dim: width of the backbone tokens it reads.
+        share_last_layer: one last layer for global and patch tokens (iBOT's shared head);
+            False gives patch tokens their own (`last_layer_patch`).
+    """
+
+    in_dim: int
+    share_last_layer: bool = False
+
+
 class LossTerms:
     """The weighted sum of named loss terms; a term of weight 0 is not even computed.
 
@@ -134,15 +152,15 @@ class SelfDistillation(PretrainMethod):
 
     Args:
         backbone: the student backbone (the teacher gets a copy).
-        heads: name -> (input width, share_last_layer) of each `ProjectionHead`, built here and
-            copied to the teacher.
+        heads: name -> `HeadSpec` of each `ProjectionHead`, built here and copied to the teacher.
         student_only: student parts the teacher does not need (the MIP head).
         families: token families, each with its own `DistillationLoss` and centre.
         context: run facts (steps per epoch, total steps).
         out_dim, hidden_dim, bottleneck_dim, norm_last_layer: the projection heads (K = 8192,
             2048, 256, frozen weight-norm magnitude).
         student_temp, teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs: tau_s 0.1,
-            tau_t 0.04 -> 0.07 over 30 epochs (`DistillationLoss`; the warm-up in epochs).
+            tau_t 0.04 -> 0.07 over 30 epochs, one value per epoch as `np.linspace(0.04, 0.07,
+            30)` (`DistillationLoss`; the warm-up in epochs).
         center_momentum: 0.9.
         momentum_start, momentum_end: the teacher's EMA momentum, cosine 0.996 -> 1 per step.
         centering: teacher targets, "center" (centred softmax, the papers') or "sinkhorn"
@@ -155,7 +173,7 @@ class SelfDistillation(PretrainMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        heads: Mapping[str, tuple[int, bool]],
+        heads: Mapping[str, HeadSpec],
         student_only: Mapping[str, nn.Module],
         families: tuple[str, ...],
         context: TrainContext | None,
@@ -180,16 +198,21 @@ class SelfDistillation(PretrainMethod):
         head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
                 "norm_last_layer": norm_last_layer}
         projections = {
-            name: ProjectionHead(in_dim, share_last_layer=share, **head)
-            for name, (in_dim, share) in heads.items()
+            name: ProjectionHead(spec.in_dim, share_last_layer=spec.share_last_layer, **head)
+            for name, spec in heads.items()
         }
         self.student = nn.ModuleDict({"backbone": backbone, **projections, **student_only})
+        self.head_names = tuple(projections)
         self.teacher = EMATeacher(nn.ModuleDict({"backbone": backbone, **projections}))
         warmup = round(float(teacher_temp_warmup_epochs) * self.context.steps_per_epoch)
         self.losses = nn.ModuleDict(
             {
-                f: DistillationLoss(out_dim, student_temp, teacher_temp, warmup_teacher_temp, warmup, 0,
-                                    center_momentum, centering=centering)
+                f: DistillationLoss(
+                    out_dim=out_dim, student_temp=student_temp, teacher_temp=teacher_temp,
+                    warmup_teacher_temp=warmup_teacher_temp, warmup_steps=warmup,
+                    steps_per_epoch=self.context.steps_per_epoch,
+                    center_momentum=center_momentum, centering=centering,
+                )
                 for f in families
             }
         )
@@ -206,6 +229,13 @@ class SelfDistillation(PretrainMethod):
     def momentum_at(self, step: int) -> float:
         """EMA momentum used after optimizer step `step`."""
         return ema_momentum(step, self.context.total_steps, *self.momentum)
+
+    def frozen_parameters(self, step: int) -> Sequence[nn.Parameter]:
+        """The student heads' last layers during the first `context.freeze_last_layer_steps`
+        steps (DINO's `cancel_gradients_last_layer`, `optim.freeze_last_layer_epochs`)."""
+        if step >= self.context.freeze_last_layer_steps:
+            return ()
+        return [p for name in self.head_names for p in self.student[name].last_layer_parameters()]
 
     def on_optimizer_step(self, step: int) -> None:
         """theta_t <- m theta_t + (1 - m) theta_s over the names the teacher holds."""
@@ -334,16 +364,10 @@ def visuals(
         x: (V*B, C, D, H, W) views; mask: (V*B, d, h, w); recon: like x; attn: (V*B, N) teacher SATT.
     """
     size = x.shape[-3:]
-    out = {"view": x[0, 0].detach(), "mask": cells_to_voxels(mask[0].float(), size)}
+    out = {"view": x[0, 0].detach(), "mask": mask_to_voxels(mask[:1].float(), size)[0, 0]}
     if recon is not None:
         out["recon"] = recon[0, 0].detach().float()
     if attn is not None:
-        out["attn"] = cells_to_voxels(attn[0].detach().float().reshape(mask.shape[1:]), size)
+        out["attn"] = mask_to_voxels(attn[:1].detach().float().reshape(1, *mask.shape[1:]), size)[0, 0]
     return out
 
-
-def cells_to_voxels(cells: Tensor, size: Sequence[int]) -> Tensor:
-    """Nearest upsampling of a (d, h, w) grid to (D, H, W) by whole factors, in one copy."""
-    (d, h, w), (D, H, W) = cells.shape, size
-    grid = cells[:, None, :, None, :, None]
-    return grid.expand(d, D // d, h, H // h, w, W // w).reshape(D, H, W)
