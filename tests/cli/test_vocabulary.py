@@ -75,6 +75,8 @@ def test_no_command_spells_a_vocabulary_flag_with_another_meaning() -> None:
     owner = {s: concept for concept, f in FLAGS.items() for s in f.spellings}
     for command, parser in PARSERS.items():
         for spelling, action in parser._option_string_actions.items():
+            if action.help == argparse.SUPPRESS:  # pretrain's hidden traps: they only print the key=value
+                continue
             if spelling in owner and (command, spelling) not in EXCEPTIONS:
                 assert action.dest == owner[spelling], (
                     f"medmim {command} {spelling} -> dest '{action.dest}', but the vocabulary "

@@ -68,5 +68,5 @@ def test_a_full_disk_on_a_log_write_is_named(preset: Path, monkeypatch, capsys) 
     assert main(["pretrain", "--config", str(preset), "name=full"]) == 2
     err = capsys.readouterr().err
     assert f"stopped: no space left on {run}" in err and "metrics.jsonl" in err
-    assert "Free some space" in err and f"medmim pretrain --resume {run}" in err
+    assert "Fix the disk" in err and f"medmim pretrain --resume {run}" in err
     assert "Traceback" not in err
