@@ -193,7 +193,7 @@ def _stuck_note(stuck: dict[str, list[str]]) -> str:
     notes = []
     if stuck.get("uniform"):
         notes.append(f"{', '.join(stuck['uniform'])} kept near-uniform teacher targets (their CE "
-                     "at ln K), as at the start of any DINO/iBOT run, so those terms gave no signal yet")
+                     "at ln K), as at the start of any DINO-style run, so those terms gave no signal yet")
     if stuck.get("collapsed"):
         notes.append(f"{', '.join(stuck['collapsed'])} collapsed (the same target for every scan), "
                      "so those terms taught nothing that tells scans apart")
