@@ -98,6 +98,8 @@ class SMART(SelfDistillation):
     method_name = "smart"
     #: options that moved to another section (`medmim.registry.check_kwargs` names the new key).
     moved_options: ClassVar[dict[str, str]] = {"sa_stage": "model.sa_stage"}
+    loss_terms: ClassVar[dict[str, str]] = {"amip": "reconstruction", "ampd": "distillation", "aitd": "distillation",
+                                            "gitd": "distillation", "koleo": "regularizer"}
     #: added to the error when a Swin-only switch meets another backbone.
     backbone_hint = "For a ViT backbone use method 'smart_vit'."
 
