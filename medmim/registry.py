@@ -114,7 +114,15 @@ def accepted_options(factory: Callable[..., Any]) -> list[str] | None:
 
 
 def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: str) -> None:
-    """Raise ConfigError when `kwargs` holds a name that `factory` does not accept."""
+    """Raise ConfigError when `kwargs` holds a name that `factory` does not accept.
+
+    A factory's `moved_options` ({old option: new config key}) turns an option that moved
+    elsewhere into an error naming its new key.
+    """
+    moved = getattr(factory, "moved_options", {})
+    for key in kwargs:
+        if key in moved:
+            raise ConfigError(f"{what}: option '{key}' moved to '{moved[key]}'; set {moved[key]}=... instead")
     accepted = accepted_options(factory)
     if accepted is None:
         return

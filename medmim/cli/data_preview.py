@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medmim.data.preprocess import recipe_from_args
+    from medmim.data.preview import preview_views
     from medmim.data.sources import resolve_source
     from medmim.errors import ConfigError
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--index {args.index}: the source has {len(records)} scans (0..{len(records) - 1})"
         )
-    out = preview(
+    out = preview_views(
         records[args.index],
         recipe_from_args(args.recipe, args.set),
         args.out,
@@ -48,25 +49,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
-
-def preview(record, recipe, out: Path, crop: list[int], cache_dir: Path, seed: int = 0) -> Path:
-    """Cache `record`, sample two views and save the three-plane PNG."""
-    import numpy as np
-
-    from medmim.data.cache import VolumeCache
-    from medmim.data.config import AugmentConfig
-    from medmim.data.preview import save_views_png
-    from medmim.data.views import ViewSampler
-
-    entry = VolumeCache(cache_dir, recipe).ensure(record)
-    volume = entry.array()
-    views = ViewSampler(crop, AugmentConfig())(
-        volume, np.random.default_rng(seed), entry.meta["background"]
-    )
-    rows = [("scan", volume)] + [(f"view {i + 1}", v.numpy()) for i, v in enumerate(views)]
-    return save_views_png(
-        rows,
-        out,
-        title=Path(record.name).name,
-        vrange=(0.0, 1.0) if recipe.intensity == "ct" else None,
-    )

@@ -34,6 +34,9 @@ class RecipeConfig:
     cache_dtype: str = "float32"
 
 
+#: The CT recipe used when nothing names one (e.g. a scratch encoder that records no recipe).
+DEFAULT_RECIPE = "smart"
+
 #: Named recipes (`medmim.data.preprocess` documents where each value comes from).
 RECIPES: dict[str, RecipeConfig] = {
     "smart": RecipeConfig(spacing=[2.0, 2.0, 2.0], window=[-750.0, 1750.0]),

@@ -1,11 +1,20 @@
-"""A PNG of a preprocessed scan and its training views: mid-slices in three planes."""
+"""A PNG of a preprocessed scan and its training views: mid-slices in three planes.
+
+`preview_views` caches one record, draws two views and saves the PNG (`medmim data preview`,
+the demo's data stage); `save_views_png` draws any (name, volume) rows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from medmim.data.config import RecipeConfig
+    from medmim.data.sources import Record
 
 #: (title, axis to slice) for arrays in RAS order (x, y, z).
 PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
@@ -48,3 +57,30 @@ def save_views_png(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def preview_views(record: Record, recipe: RecipeConfig, out: str | Path, crop: Sequence[int], cache_dir: str | Path,
+                  seed: int = 0) -> Path:
+    """Cache `record` under `recipe`, draw two training views and save the three-plane PNG.
+
+    Args:
+        record: one scan of a source (`medmim.data.sources.resolve_source`).
+        recipe: the preprocessing recipe.
+        out: PNG path.
+        crop: view size in voxels (3 ints).
+        cache_dir: the persistent cache folder.
+        seed: seed of the two views.
+
+    Returns:
+        The PNG's path.
+    """
+    from medmim.data.cache import VolumeCache
+    from medmim.data.config import AugmentConfig
+    from medmim.data.views import ViewSampler
+
+    entry = VolumeCache(cache_dir, recipe).ensure(record)
+    volume = entry.array()
+    views = ViewSampler(list(crop), AugmentConfig())(volume, np.random.default_rng(seed), entry.meta["background"])
+    rows = [("scan", volume)] + [(f"view {i + 1}", v.numpy()) for i, v in enumerate(views)]
+    return save_views_png(rows, out, title=Path(record.name).name,
+                          vrange=(0.0, 1.0) if recipe.intensity == "ct" else None)

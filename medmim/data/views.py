@@ -8,7 +8,8 @@ Where the views come from (`base_crop`):
   code sub-crops a shared base crop. Two views then overlap by a large, bounded fraction, so the
   teacher's targets for one view can be predicted from the other: with independent crops of a
   whole scan, two 64^3 views of the demo phantoms overlap ~20 % on average and the
-  distillation terms stayed at ln K where shared-base views learned (issue 12, measured).
+  distillation terms stayed at ln K where shared-base views learned (docs/distillation.md,
+  run sC).
 - independent (`base_crop=None`): each view is a random region of the whole scan.
 
 Local views (`local_views`, DINO's multi-crop): extra, smaller `local_crop_size` crops from the

@@ -42,6 +42,15 @@ def run_config(out: Path, method: str) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
+def loss_kinds(out: Path, method: str) -> dict[str, str]:
+    """What each loss term of `method`'s run is ("reconstruction", "distillation", ...): the
+    `loss_terms` of the method its config.yaml names (`method.name`; the label if none)."""
+    from medmim.registry import METHODS
+
+    name = str((run_config(out, method).get("method") or {}).get("name") or method)
+    return dict(getattr(METHODS.get(name), "loss_terms", {})) if name in METHODS.names() else {}
+
+
 def pretrain_rows(out: Path, method: str) -> tuple[list[dict[str, Any]], float | None]:
     """The metrics.jsonl rows of `method`'s pretraining run (empty when it has none) and ln K
     from its config's `method.out_dim`, for runs that did not log `distill/ln_k`."""

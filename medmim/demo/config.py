@@ -11,12 +11,13 @@ Why these sizes (see docs/demo.md for the long version):
 - Phantoms are generated at the `small` size (about 3 mm in-plane, 3-6 mm slices) and
   preprocessed to 4 mm isotropic voxels, so that 32^3 crops (128 mm, the field of view of the
   SMART paper's 64^3 crops at 2 mm) train at about half a second per step on a CPU.
-- Both methods pretrain the same small Swin (`swin_demo`, 2.2 M parameters) on the same
-  training phantoms, crops, recipe (SMART's HU window -750..1750) and number of steps; only the
-  method differs. The masking grid is one cell per 8^3 voxels (4^3 cells per crop): SMART's
-  semantic-attention block reads the stage-2 tokens (`method.sa_stage=2`), SMIT masks on the
-  same grid (`model.sa_stage=2`).
-- "scratch" is the SMART encoder's architecture with random weights (seeded).
+- Every method pretrains its `<method>_demo` preset on the same training phantoms, crops, recipe
+  (SMART's HU window -750..1750) and number of steps; the default pair, SMART and SMIT, share
+  one small Swin (`swin_demo`, 2.2 M parameters), so only the method differs. What a preset
+  needs at the demo's crop is its own `demo:` section (`PresetDemo`): the Swin presets mask one
+  cell per 8^3 voxels (`model.sa_stage=2`: 4^3 cells per crop), the ViT presets size their
+  position grid to the crop.
+- "scratch" is the first method's encoder architecture with random weights (seeded).
 - Held-out phantoms (the last `holdout` of them) are never seen in pretraining; they hold the
   test nodules and the evaluation cases of segmentation and localization.
 """
@@ -135,6 +136,41 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class PresetDemo:
+    """The `demo:` section of a `<method>_demo` preset: what `medmim demo` adds to the preset.
+
+    Attributes:
+        overrides: `key=value` overrides, e.g. `[model.sa_stage=2]` (a masking grid fine
+            enough for the demo's small crops).
+        crop_grid: config key -> cell size in voxels: the key is set to [crop / cell] * 3, e.g.
+            `{model.pos_grid: 16}` for a ViT whose position grid must match the crop.
+    """
+
+    overrides: list[str] = field(default_factory=list)
+    crop_grid: dict[str, int] = field(default_factory=dict)
+
+    def for_crop(self, crop: int) -> list[str]:
+        """The overrides for cubic crops of `crop` voxels."""
+        grids = [f"{key}=[{crop // cell},{crop // cell},{crop // cell}]" for key, cell in self.crop_grid.items()]
+        return list(self.overrides) + grids
+
+
+def preset_demo(preset: str) -> PresetDemo:
+    """The `demo:` section of `preset` (and of its `base:` presets); empty if it has none.
+
+    Raises:
+        ConfigError: an unknown key or a bad value in the section (with the closest name).
+    """
+    from medmim.config import load_preset
+
+    section = load_preset(preset).get("demo") or {}
+    try:
+        return OmegaConf.to_object(validate(OmegaConf.create(section), PresetDemo))
+    except ConfigError as exc:
+        raise ConfigError(f"preset '{preset}', section 'demo': {exc}") from exc
+
+
 def demo_config(profile: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
     """The settings of a budget, with `key=value` overrides (values parsed as YAML).
 
@@ -175,7 +211,8 @@ def check(cfg: DemoConfig) -> None:
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown or not cfg.methods:
         problems.append(f"tasks={cfg.tasks}: choose from {', '.join(TASKS)}{did_you_mean(unknown[0], TASKS)}"
-                        if unknown else "methods=[]: give at least one method, e.g. [smart]")
+                        if unknown else "methods=[]: give at least one method, e.g. methods=[<name>] "
+                        "with a <name>_demo preset")
     train = cfg.phantoms - min(max(1, round(cfg.holdout * cfg.phantoms)), cfg.phantoms - 1)
     if cfg.batch_size > train:
         problems.append(f"batch_size={cfg.batch_size}: at most the {train} pretraining phantoms "

@@ -101,10 +101,10 @@ def write_datalists(cfg: DemoConfig, folder: Path) -> dict[str, int]:
 
 def data_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     """Generate the phantoms, fingerprint them, cache the pretraining scans, draw two views."""
-    from medmim.cli.data_preview import preview
     from medmim.data.cache import VolumeCache, cache_records
     from medmim.data.fingerprint import fingerprint, format_summary
     from medmim.data.phantoms import generate_phantoms
+    from medmim.data.preview import preview_views
     from medmim.data.sources import resolve_source
 
     folder = phantom_dir(out)
@@ -120,7 +120,7 @@ def data_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     volumes, errors = cache_records(records, cache, desc="preprocess + cache")
     print(f"    {len(volumes)} training scans cached at {cfg.spacing:g} mm, {len(errors)} skipped",
           flush=True)
-    png = preview(records[0], recipe_of(cfg), out / "figures" / "views.png", crop=[cfg.crop] * 3,
+    png = preview_views(records[0], recipe_of(cfg), out / "figures" / "views.png", crop=[cfg.crop] * 3,
                   cache_dir=out / ".cache", seed=cfg.seed)
     return {**counts,
             "cached": len(volumes), "skipped": len(errors), "preview": str(png.relative_to(out))}

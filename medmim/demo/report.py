@@ -4,7 +4,8 @@ Intervals are bootstrap intervals over the test cases (`medmim.demo.stats`); dif
 scratch are paired. With `noise_floor`, a second scratch run (the next seed: another random
 init, other folds and crops) gives the gap that chance alone produces, and a method's gap is
 called a difference only when its interval excludes zero AND it is larger than that gap.
-The Pretraining section lists each method's `loss/*` terms (first value and last-10% mean) and
+The Pretraining section lists each method's `loss/*` terms (kind, from the method's
+`loss_terms`; first value and last-10% mean) and
 the distillation health of every token family (`medmim.train.health.summarize`: entropy, CE
 against ln K, teacher cosines, verdict), read from the logged keys alone; families that stayed
 uniform or collapsed are named in the caveats; then each encoder's attention drift, the mean
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medmim.demo import stats
-from medmim.demo.collect import Collected, pretrain_rows
+from medmim.demo.collect import Collected, loss_kinds, pretrain_rows
 from medmim.demo.config import DemoConfig
 from medmim.demo.study import SCRATCH, SCRATCH2, TASK_TITLES
 from medmim.eval.report import HEALTH_HEADER, format_value, health_rows, markdown_table
@@ -110,15 +111,17 @@ def differences(c: Collected) -> tuple[str, list[str]]:
     return markdown_table(header, rows), verdicts
 
 
-def _loss_rows(method: str, rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Each `loss/*` term of a run: first logged value and mean over the last 10% of the rows."""
+def _loss_rows(method: str, rows: list[dict[str, Any]], kinds: dict[str, str]) -> list[list[str]]:
+    """Each `loss/*` term of a run: its kind (the method's `loss_terms`), first logged value and
+    mean over the last 10% of the rows."""
     rows = [r for r in rows if any(k.startswith("loss/") for k in r)]
     tail = rows[-max(1, len(rows) // 10):]
     out = []
     for key in dict.fromkeys(k for r in rows for k in r if k.startswith("loss/")):
         first = next(r[key] for r in rows if key in r)
         last = [r[key] for r in tail if isinstance(r.get(key), (int, float))]
-        out.append([display(method), key.split("/", 1)[1].upper(), format_value(first),
+        term = key.split("/", 1)[1]
+        out.append([display(method), term.upper(), kinds.get(term, "–"), format_value(first),
                     format_value(float(np.mean(last)) if last else None)])
     return out
 
@@ -156,13 +159,13 @@ def pretraining_section(c: Collected) -> tuple[str, dict[str, list[str]]]:
     losses, health, stuck = [], [], {"uniform": [], "collapsed": []}
     for m in c.cfg.methods:
         rows, ln_k = pretrain_rows(c.out, m)
-        losses += _loss_rows(m, rows)
+        losses += _loss_rows(m, rows, loss_kinds(c.out, m))
         summary = summarize(rows, ln_k)
         health += [[display(m), *row] for row in health_rows(summary)]
         for h in summary.values():
             if h.verdict in stuck:
                 stuck[h.verdict].append(f"{display(m)} {h.family}")
-    parts = [markdown_table(["method", "loss term", "first step", "last 10% of steps"], losses)] if losses else []
+    parts = [markdown_table(["method", "loss term", "kind", "first step", "last 10% of steps"], losses)] if losses else []
     if health:
         parts.append(markdown_table(["method", *HEALTH_HEADER], health))
     return "\n\n".join(parts), stuck
@@ -193,7 +196,7 @@ def _stuck_note(stuck: dict[str, list[str]]) -> str:
     notes = []
     if stuck.get("uniform"):
         notes.append(f"{', '.join(stuck['uniform'])} kept near-uniform teacher targets (their CE "
-                     "at ln K), as at the start of any DINO/iBOT run, so those terms gave no signal yet")
+                     "at ln K), as at the start of any DINO-style run, so those terms gave no signal yet")
     if stuck.get("collapsed"):
         notes.append(f"{', '.join(stuck['collapsed'])} collapsed (the same target for every scan), "
                      "so those terms taught nothing that tells scans apart")
@@ -310,8 +313,9 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
          "pipeline, not as a comparison."), "",
         "## What these numbers can and cannot show", "", caveats(c, verdicts, stuck), "",
         *(["## Pretraining", ""] if pre_table or drift else []),
-        *(["Each loss term at the first step and averaged over the last 10% of the logged steps, "
-           "then each distillation family (the token family a teacher-student cross-entropy over "
+        *(["Each loss term, its kind (reconstruction: scored against the voxels; distillation: a "
+           "cross-entropy against the EMA teacher over K prototypes), at the first step and "
+           "averaged over the last 10% of the logged steps, then each distillation family (the token family a teacher-student cross-entropy over "
            "K prototypes is taken on): its teacher's target entropy / ln K (1 = uniform), its CE "
            "against ln K (the CE of uniform teacher and student, where DINO-style training "
            "starts; it falls below ln K once the targets carry information), the teacher's "

@@ -11,7 +11,7 @@ Stages (each runs once; see `medmim.demo.stages`):
    - finetune: nodule malignancy, the whole encoder fine-tuned (`medmim classify`);
    - cluster: organ crops, intra/inter-class distances, k-means NMI, UMAP (`medmim cluster`);
    - localize: zero-shot tumor localization from the attention map (`medmim localize`), for
-     encoders that have one (SMART's semantic attention; SMIT has none);
+     encoders that have one (`has_cls_attention`: a ViT's [CLS], a Swin's SA block);
    - segment: few-label organ segmentation with SwinUNETR (`medmim segment`);
 4. report: `OUT/report.md` (`medmim.demo.report`).
 
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medmim.demo.config import TASKS, DemoConfig
+from medmim.demo.config import TASKS, DemoConfig, preset_demo
 from medmim.demo.data import WINDOW, phantom_dir
 
 TASK_TITLES = {
@@ -44,7 +44,8 @@ Stage = tuple[str, str, Callable[[], dict[str, Any] | None]]
 
 
 def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) -> list[str]:
-    """`key=value` overrides of `<method>_demo` that give every method the same data and budget."""
+    """`key=value` overrides of `<method>_demo` that give every method the same data and budget,
+    then the preset's own `demo:` section at this crop (`PresetDemo`), then the user's."""
     s, c = float(cfg.spacing), int(cfg.crop)
     warmup = max(1, cfg.pretrain_steps // 10)
     return [
@@ -56,20 +57,7 @@ def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) ->
         f"train.max_steps={cfg.pretrain_steps}", f"optim.warmup_steps={warmup}",
         f"train.ckpt_every={max(10, cfg.pretrain_steps // 5)}", f"train.vis_every={max(1, cfg.pretrain_steps // 2)}",
         f"train.log_every={max(1, min(10, cfg.pretrain_steps // 20))}", "train.progress=true",
-    ] + grid_overrides(method, c) + list(cfg.pretrain_overrides)
-
-
-def grid_overrides(method: str, crop: int) -> list[str]:
-    """Masking grids for small crops: one cell per 8^3 voxels on a Swin (4^3 cells on 32^3;
-    SMART's SA block then reads stage 2), the position grid of a ViT (patch 16)."""
-    if method == "smart":
-        return ["method.sa_stage=2"]
-    if method == "smit":
-        return ["model.sa_stage=2"]
-    if method in ("ibot", "attmask", "mst", "smart_vit"):
-        g = crop // 16
-        return [f"model.pos_grid=[{g},{g},{g}]"]
-    return []
+    ] + preset_demo(f"{method}_demo").for_crop(c) + list(cfg.pretrain_overrides)
 
 
 def pretrain_stage(cfg: DemoConfig, method: str, out: Path) -> dict[str, Any]:
@@ -96,21 +84,21 @@ def pretrain_stage(cfg: DemoConfig, method: str, out: Path) -> dict[str, Any]:
 
 
 def encoder_specs(cfg: DemoConfig, out: Path) -> dict[str, str]:
-    """Encoder label -> `--encoder` spec: each method's export, then scratch (and, with
-    `noise_floor`, scratch again under the next seed: SCRATCH2)."""
+    """Encoder label -> `--encoder` spec: each method's export, then scratch, the first method's
+    architecture (and, with `noise_floor`, scratch again under the next seed: SCRATCH2)."""
     specs = {m: str(out / "pretrain" / m / "export") for m in cfg.methods}
-    reference = "smart" if "smart" in cfg.methods else cfg.methods[0]
-    specs[SCRATCH] = f"scratch:{specs[reference]}"
+    specs[SCRATCH] = f"scratch:{specs[cfg.methods[0]]}"
     if cfg.noise_floor:
         specs[SCRATCH2] = specs[SCRATCH]
     return specs
 
 
 def has_attention(spec: str) -> bool:
-    """Whether the encoder has an `attn` map: a ViT, or a Swin with a semantic-attention block."""
+    """Whether the encoder has an `attn` map (`has_cls_attention` of its export)."""
+    from medmim.eval.export import has_cls_attention, read_export
+
     folder = Path(spec.split(":", 1)[1] if spec.startswith(f"{SCRATCH}:") else spec)
-    backbone = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))["backbone"]
-    return not (str(backbone.get("name", "")).startswith("swin") and int(backbone.get("sa_depth", 0)) == 0)
+    return has_cls_attention(read_export(folder)[0])
 
 
 def _fresh(folder: Path) -> str:

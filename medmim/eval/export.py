@@ -150,9 +150,26 @@ def encoder_meta(model: nn.Module, ckpt: Mapping[str, Any]) -> dict[str, Any]:
         "slice_first": data.get("mode") == "native",
         "step": ckpt.get("step"),
     }
+    meta["has_cls_attention"] = bool(getattr(model, "has_cls_attention", False))
     if hasattr(model, "swinunetr_kwargs"):
         meta["monai_swinunetr"] = model.swinunetr_kwargs()
     return meta
+
+
+def _tokenizer_user() -> str:
+    """The registered methods that take a `tokenizer` option (PUMIT's stage 2), for messages."""
+    from medmim.registry import METHODS, accepted_options
+
+    users = [n for n in METHODS.names() if "tokenizer" in (accepted_options(METHODS.get(n)) or [])]
+    return " | ".join(users) or "<stage-2 preset>"
+
+
+def has_cls_attention(meta: Mapping[str, Any]) -> bool:
+    """Whether the exported encoder returns `cls` and `attn` (encoder.json's `has_cls_attention`;
+    an export written before that key is rebuilt from its `backbone` spec to ask it)."""
+    if "has_cls_attention" in meta:
+        return bool(meta["has_cls_attention"])
+    return bool(getattr(_build(meta["backbone"]), "has_cls_attention", False))
 
 
 def export(source: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -234,7 +251,7 @@ def load_encoder(
         raise DataError(
             weights.with_name(ENCODER_META),
             f"holds a PUMIT tokenizer ('{meta['backbone']['name']}'), not an encoder for downstream "
-            "tasks: train stage 2 on it (medmim pretrain --config pumit_mim "
+            f"tasks: train stage 2 on it (medmim pretrain --config {_tokenizer_user()} "
             f"method.tokenizer={weights.parent}) and export that run",
         )
     try:

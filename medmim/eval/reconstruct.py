@@ -81,7 +81,8 @@ def sample_visuals(method: PretrainMethod, item: dict[str, Any], step: int,
     missing = [k for k in REQUIRED_VISUALS if k not in visuals]
     if missing:
         raise ConfigError(f"method '{type(method).__name__}' reports no {missing} visuals: it has "
-                          "no masked-image-prediction head to show (use a SMIT/SMART-style run)")
+                          "no masked-image-prediction head to show (use a run whose method reconstructs "
+                          "the masked voxels)")
     return {k: _array(visuals[k]) for k in REQUIRED_VISUALS}
 
 

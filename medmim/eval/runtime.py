@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from medmim.data.config import DEFAULT_RECIPE
 from medmim.data.preprocess import RECIPES, preset_name, recipe_dict
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]
         return recipe_dict(RECIPES[preset_name(override, "--recipe")])
     if meta.get("recipe"):
         return recipe_dict(meta["recipe"])
-    log.warning("the encoder records no recipe (scratch preset): using the 'smart' recipe")
-    return recipe_dict(RECIPES["smart"])
+    log.warning("the encoder records no recipe (scratch preset): using the '%s' recipe", DEFAULT_RECIPE)
+    return recipe_dict(RECIPES[DEFAULT_RECIPE])
 
 
 def check_data_recipe(records: Sequence[Any], recipe: Any, force: bool = False,

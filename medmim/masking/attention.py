@@ -109,8 +109,8 @@ class HighAttentionMasker(_AttentionMasker):
         hints: "paper" (top s N kept, deterministic), "code" (random int(s r N) of the top
             int(s N) revealed, as AttMask-Hint and the SMART code) or "none" (AttMask-High).
         hint_ratio: s (SMART: 0.1; AttMask's show_max). The paper requires s < r.
-        rounding: how r N (and, in "paper" mode, s N) become counts: "ceil" (default, as the
-            issue states), "floor" (`int()`, the AttMask/SMART code) or "round".
+        rounding: how r N (and, in "paper" mode, s N) become counts: "ceil" (default: at least a
+            fraction r masked), "floor" (`int()`, the AttMask/SMART code) or "round".
         ratio_range: draw r ~ U(low, high) once per call instead (AttMask: (0.1, 0.5)).
         masking_prob: per-sample probability that the sample is masked at all (AttMask: 0.5).
 

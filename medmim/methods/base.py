@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
 from medmim.types import StepOutput, TrainContext
+
+#: The kinds of loss term: scored against the voxels; a cross-entropy against an EMA teacher over
+#: K prototypes (its CE starts at ln K: `medmim.train.health`); a prediction of a frozen
+#: tokenizer's tokens; a regularizer; an adversarial (GAN) term.
+LOSS_KINDS = ("reconstruction", "distillation", "prediction", "regularizer", "adversarial")
 
 
 class PretrainMethod(nn.Module, ABC):
@@ -24,6 +29,9 @@ class PretrainMethod(nn.Module, ABC):
 
     #: the name under which the exported encoder's JSON records the method.
     method_name: str = "method"
+    #: what each logged `loss/<term>` is, one of `LOSS_KINDS`, e.g. {"amip": "reconstruction"};
+    #: reports read it through the registry (`METHODS.get(name).loss_terms`), never by name.
+    loss_terms: ClassVar[dict[str, str]] = {}
 
     def __init__(self, context: TrainContext | None = None) -> None:
         super().__init__()

@@ -3,7 +3,7 @@
 - `SelfDistillation`: see below; `HeadSpec` names one of its projection heads.
 - `LossTerms`: the weighted sum of a method's named loss terms.
 - `backbone_with`: a backbone build spec with a method's ablation switches written in (e.g.
-  SMART's `sa_stage`), refusing a switch the backbone does not have or a clash with the model
+  SMART's `gitd_stage`), refusing a switch the backbone does not have or a clash with the model
   section, so a switch never passes silently.
 - `SelfDistillation`: the student (backbone + projection heads + student-only parts such as the
   MIP head), its EMA teacher (backbone + heads, a copy at step 0, updated after each optimizer
@@ -77,11 +77,6 @@ def backbone_with(
             )
         spec[key] = value
     return spec
-
-
-def has_attention(backbone: nn.Module) -> bool:
-    """Whether the backbone returns `cls` and `attn` (a ViT, or a Swin with an SA block)."""
-    return getattr(backbone, "sa", True) is not None
 
 
 def views_of(batch: Mapping[str, Any]) -> tuple[Tensor, int]:
@@ -218,7 +213,7 @@ class SelfDistillation(PretrainMethod):
         )
         self.momentum = (float(momentum_start), float(momentum_end))
         self.koleo_weight = float(koleo_weight)
-        self.koleo_token = _koleo_token(koleo_token, has_attention(backbone))
+        self.koleo_token = _koleo_token(koleo_token, backbone.has_cls_attention)
         self.koleo_loss = KoLeoLoss()
 
     @property

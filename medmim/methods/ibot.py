@@ -26,7 +26,7 @@ only changes the masking (AttMask, MST) is a subclass with another default `mask
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from medmim.errors import ConfigError
 from medmim.methods.distillation import HeadSpec, LossTerms, SelfDistillation, views_of, visuals
@@ -55,6 +55,7 @@ class IBOT(SelfDistillation):
     """
 
     method_name = "ibot"
+    loss_terms: ClassVar[dict[str, str]] = {"cls": "distillation", "patch": "distillation", "koleo": "regularizer"}
     default_masker: dict[str, Any] = IBOT_MASKER
 
     def __init__(

@@ -23,7 +23,7 @@ still exist to build the method); only the ViT is the exported `encoder`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -63,6 +63,7 @@ class PUMITMIM(PretrainMethod):
     """
 
     method_name = "pumit_mim"
+    loss_terms: ClassVar[dict[str, str]] = {"mim": "prediction"}
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ writes it and `pumit_mim` loads it (`method.tokenizer=runs/<name>/checkpoints/la
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,9 @@ class PUMITTokenizer(PretrainMethod):
     """
 
     method_name = "pumit_tokenizer"
+    loss_terms: ClassVar[dict[str, str]] = {"rec": "reconstruction", "perceptual": "reconstruction",
+                                            "prior": "regularizer", "entropy": "regularizer",
+                                            "gan_g": "adversarial", "disc": "adversarial"}
 
     def __init__(
         self,

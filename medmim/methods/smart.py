@@ -14,8 +14,8 @@ One step (sections 3.2-3.4, Fig. 2), both views as one batch:
 
    - AMIP (eq. 6): masked L1 over the masked voxels of the MIP head's reconstruction of the
      bottleneck (1x1x1 conv + pixel shuffle), both views;
-   - AMPD (eq. 5): CE between teacher and student patch tokens (stage `sa_stage`, before the
-     SA block) of the SAME view, over the student's masked tokens, averaged over both views;
+   - AMPD (eq. 5): CE between teacher and student patch tokens (stage `model.sa_stage`,
+     before the SA block) of the SAME view, over the student's masked tokens, averaged over both views;
    - AITD (eq. 2): CE between the SA [CLS] tokens of the two views, crossed (teacher u vs
      student v and v vs u); GITD (eq. 4): the same for the pooled token.
    Separate centres for the SA [CLS], the pooled token and the patch tokens.
@@ -38,18 +38,19 @@ Paper vs public code (winwinJJiang/SMIT_SMART_re_Pretraining), paper by default:
 | `gitd_stage` | 4: pooled after stage 4 | 3: pooled SA-stage tokens (AITD+GITD one term) |
 | `teacher_drop_ratio` | 0.7 | 0.3 (CLI), 0 (CT path: no noise) |
 | `mask_ratio` | 0.7 | 0.7 (0.75 in the run scripts) |
-| `rounding` | "ceil" (the issue's ceil(r N)) | "floor" (int()) |
+| `rounding` | "ceil": ceil(r N), at least r masked | "floor" (int()) |
 | `l_amip` | 1 (with 0.1 for the others) | 10-60 (with 1 for the others) |
 
 Ablations (Tables 4-6): `semantic_attention=False` builds the Swin without the SA block: no
 [CLS], so no SATT and no AITD, and the student gets SMIT's random masks (exactly ceil(r N) random
-cells, no hints); `sa_stage` moves the SA block and with it the masking grid and the AMPD tokens
-(paper: 3); `teacher_drop_ratio=0` turns the noisy teacher off; a weight of 0 turns its loss off.
+cells, no hints); the backbone's `model.sa_stage` moves the SA block and with it the masking grid
+and the AMPD tokens (paper: 3); `teacher_drop_ratio=0` turns the noisy teacher off; a weight of 0
+turns its loss off.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -63,7 +64,6 @@ from medmim.methods.distillation import (
     LossTerms,
     SelfDistillation,
     backbone_with,
-    has_attention,
     masked_reconstruction,
     mip_heads,
     views_of,
@@ -87,8 +87,6 @@ class SMART(SelfDistillation):
         teacher_drop_ratio: rho, the noisy teacher's patch-drop ratio (0.7; 0 = off).
         semantic_attention: build the SA block (True) or not (the Table 4a "SA x" rows); None
             leaves the backbone spec as it is.
-        sa_stage: Swin stage of the SA block and the masking grid (paper 3; Table 6); None =
-            the backbone's.
         gitd_stage: Swin stage whose tokens are pooled for GITD (paper 4, code 3); None = the
             backbone's `pool_stage`.
         l_amip, l_ampd, l_aitd, l_gitd: loss weights (1, 0.1, 0.1, 0.1); 0 turns a loss off.
@@ -99,6 +97,10 @@ class SMART(SelfDistillation):
     """
 
     method_name = "smart"
+    #: options that moved to another section (`medmim.registry.check_kwargs` names the new key).
+    moved_options: ClassVar[dict[str, str]] = {"sa_stage": "model.sa_stage"}
+    loss_terms: ClassVar[dict[str, str]] = {"amip": "reconstruction", "ampd": "distillation", "aitd": "distillation",
+                                            "gitd": "distillation", "koleo": "regularizer"}
     #: added to the error when a Swin-only switch meets another backbone.
     backbone_hint = "For a ViT backbone use method 'smart_vit'."
 
@@ -112,7 +114,6 @@ class SMART(SelfDistillation):
         rounding: str = "ceil",
         teacher_drop_ratio: float = 0.7,
         semantic_attention: bool | None = True,
-        sa_stage: int | None = 3,
         gitd_stage: int | None = 4,
         l_amip: float = 1.0,
         l_ampd: float = 0.1,
@@ -120,8 +121,8 @@ class SMART(SelfDistillation):
         l_gitd: float = 0.1,
         **distill: Any,
     ) -> None:
-        net = self._build_backbone(backbone, semantic_attention, sa_stage, gitd_stage)
-        attention = has_attention(net)
+        net = self._build_backbone(backbone, semantic_attention, gitd_stage)
+        attention = net.has_cls_attention
         dims = net.feature_dims
         heads = {
             "head": HeadSpec(dims["patch"], share_last_layer=False),  # SA [CLS] and patch tokens
@@ -143,7 +144,7 @@ class SMART(SelfDistillation):
         self.l1 = MaskedL1Loss()
 
     def _build_backbone(
-        self, spec: dict[str, Any], semantic_attention: bool | None, sa_stage: int | None, gitd_stage: int | None
+        self, spec: dict[str, Any], semantic_attention: bool | None, gitd_stage: int | None
     ) -> nn.Module:
         """The student backbone with the SA / stage switches written into its spec."""
         if semantic_attention and spec.get("sa_depth", 1) == 0:
@@ -153,7 +154,6 @@ class SMART(SelfDistillation):
             )
         switches = {
             "semantic_attention": ("sa_depth", 0 if semantic_attention is False else None),
-            "sa_stage": ("sa_stage", sa_stage),
             "gitd_stage": ("pool_stage", gitd_stage),
         }
         spec = backbone_with(spec, self.method_name, switches, self.backbone_hint)

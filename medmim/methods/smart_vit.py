@@ -6,7 +6,7 @@ AITD distils the final [CLS], GITD the mean of the final patch tokens, AMPD the 
 AMIP reconstructs the voxels from the patch-token map (1x1x1 conv + pixel shuffle by the patch
 size). The masking grid is the patch grid and the teacher's patch drop replaces whole patches by
 the teacher's mask token. Everything else, defaults included, is `medmim.methods.smart.SMART`;
-the Swin-only switches (`semantic_attention`, `sa_stage`, `gitd_stage`) are off.
+the Swin-only switches (`semantic_attention`, `gitd_stage`) are off.
 """
 
 from __future__ import annotations
@@ -27,6 +27,6 @@ class SMARTViT(SMART):
 
     def __init__(self, backbone: dict[str, Any], context: TrainContext | None = None, **options: Any) -> None:
         check_kwargs(SMART, options, "method 'smart_vit'")
-        for swin_only in ("semantic_attention", "sa_stage", "gitd_stage"):
+        for swin_only in ("semantic_attention", "gitd_stage"):
             options.setdefault(swin_only, None)
         super().__init__(backbone, context, **options)

@@ -31,7 +31,7 @@ as extra student views; MPD and MIP stay on the two global views.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from medmim.errors import ConfigError
 from medmim.losses.masked_l1 import MaskedL1Loss
@@ -67,6 +67,8 @@ class SMIT(SelfDistillation):
     """
 
     method_name = "smit"
+    loss_terms: ClassVar[dict[str, str]] = {"mip": "reconstruction", "mpd": "distillation", "itd": "distillation",
+                                            "koleo": "regularizer"}
 
     def __init__(
         self,

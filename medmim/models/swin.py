@@ -154,6 +154,11 @@ class SwinEncoder(nn.Module):
         return self.embed_dim * 2**stage
 
     @property
+    def has_cls_attention(self) -> bool:
+        """Whether `forward_features` returns `cls` and `attn`: only with the SA block (sa_depth > 0)."""
+        return self.sa is not None
+
+    @property
     def mask_cell(self) -> int:
         """Edge in voxels of one masking-grid cell (patch * 2^sa_stage; 16 by default)."""
         return self.patch_size * 2**self.sa_stage

@@ -150,6 +150,11 @@ class UniversalViT(nn.Module):
         p = self.patch_size
         return max(p >> self.anisotropy(input_shape, spacing).da, 1), p, p
 
+    @property
+    def has_cls_attention(self) -> bool:
+        """Whether `forward_features` returns `cls` and `attn`: always (the [CLS] token)."""
+        return True
+
     def mask_grid(
         self, input_shape: Sequence[int], spacing: Spacing = None
     ) -> tuple[int, int, int]:

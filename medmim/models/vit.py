@@ -159,6 +159,11 @@ class ViTEncoder(nn.Module):
         self.feature_dims = dict.fromkeys(("patch", "cls", "pooled", "bottleneck"), embed_dim)
         self.bottleneck_stride = patch_size
 
+    @property
+    def has_cls_attention(self) -> bool:
+        """Whether `forward_features` returns `cls` and `attn`: always (the [CLS] token)."""
+        return True
+
     def mask_grid(self, input_shape: Sequence[int]) -> tuple[int, int, int]:
         """The masking (= patch) grid (d, h, w) for an input of shape (..., D, H, W)."""
         return grid_of(input_shape[-3:], self.patch_size, "ViTEncoder")

@@ -140,7 +140,8 @@ class RunConfig:
             directory, or an exported encoder directory (encoder.safetensors + encoder.json).
         data: the data source and views (medmim/data/config.py).
         model: the backbone's registry build spec (`name` + options).
-        method: the method's registry build spec (`name` + options).
+        method: the method's registry build spec (`name` + options); no default: a preset or
+            `method.name=...` names it.
         optim: optimizer and schedules.
         train: loop settings.
     """
@@ -151,7 +152,7 @@ class RunConfig:
     init_from: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "swin_demo"})
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "smart"})
+    method: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -167,7 +168,10 @@ class RunConfig:
 
     @staticmethod
     def config_prepare(cfg: Any) -> Any:
-        """Before validation: `data.recipe: <preset>` in YAML and `data.plan` (medmim.data.plan)."""
+        """Before validation: `data.recipe: <preset>` in YAML and `data.plan` (medmim.data.plan);
+        a preset's `demo` section (what `medmim demo` adds to the preset) is not a run setting."""
         from medmim.data.plan import prepare_run_config
 
+        if "demo" in cfg:
+            cfg.pop("demo")
         return prepare_run_config(cfg)

@@ -54,7 +54,8 @@ def test_gpu_budget_fits_its_pretraining_phantoms() -> None:
 def test_encoders_and_the_noise_floor(tmp_path: Path) -> None:
     specs = encoder_specs(demo_config("tiny", ["noise_floor=true", "methods=[smit,smart]"]), tmp_path)
     assert list(specs) == ["smit", "smart", "scratch", "scratch2"]
-    assert specs["scratch"] == specs["scratch2"] == f"scratch:{tmp_path / 'pretrain/smart/export'}"
+    # scratch is the first method's architecture
+    assert specs["scratch"] == specs["scratch2"] == f"scratch:{tmp_path / 'pretrain/smit/export'}"
     assert list(encoder_specs(demo_config("tiny", ["methods=[smit]"]), tmp_path)) == ["smit", "scratch"]
 
 
@@ -233,7 +234,7 @@ def test_pretraining_section_shows_distillation_health(tmp_path: Path) -> None:
     c = Collected(cfg, tmp_path)
     table, stuck = pretraining_section(c)
     assert stuck == {"uniform": ["SMART patch"], "collapsed": []}
-    assert "| SMART | REC | 0.390 | 0.205 |" in table  # first, mean of the last 2 of 20 rows
+    assert "| SMART | REC | – | 0.390 | 0.205 |" in table  # first, mean of the last 2 of 20 rows
     assert "| SMART | patch | 0.999 → 0.999 | 5.545 → 5.545 | 5.545 | – | – | uniform |" in table
     assert "| SMART | cls | 0.970 → 0.415 | 4.900 → 3.050 | 5.545 | 0.200 | 0.800 | learning |" in table
     assert "SMART patch kept near-uniform teacher targets" in caveats(c, [], stuck)

@@ -57,7 +57,7 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert not differ, f"{len(differ)} of {len(sa)} tensors differ, e.g. {differ[:5]}"
 
 
-@pytest.mark.parametrize("seed, options", [(0, {}), (7, {"sa_stage": 2})])
+@pytest.mark.parametrize("seed, options", [(0, {}), (7, {"backbone": {**TINY_SWIN, "sa_stage": 2}})])
 def test_scratch_equals_the_initial_student_encoder(tmp_path: Path, seed: int, options: dict[str, Any]) -> None:
     student = initial_encoder(seed, **options)
     folder = export_of(student, tmp_path / "run")

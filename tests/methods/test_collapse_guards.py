@@ -152,6 +152,6 @@ def test_health_logs(name: str) -> None:
 
 
 def test_swin_without_sa_smart_takes_local_views() -> None:
-    method = build("smart", backbone={**TINY_SWIN, "sa_stage": 2}, sa_stage=None, semantic_attention=False)
+    method = build("smart", backbone={**TINY_SWIN, "sa_stage": 2}, semantic_attention=False)
     out = method(with_locals("smart"), step=0)
     assert "loss/aitd" not in out.logs and math.isfinite(out.loss.item())

@@ -212,8 +212,8 @@ def test_every_preset_builds_and_takes_one_step(preset: str) -> None:
 def test_backbone_switch_on_a_backbone_without_it_is_refused() -> None:
     with pytest.raises(ConfigError, match="use method 'smart_vit'"):
         build("smart", backbone=TINY_VIT)
-    with pytest.raises(ConfigError, match="sa_stage"):
-        build("smart_vit", backbone=TINY_VIT, sa_stage=3)
+    with pytest.raises(ConfigError, match="gitd_stage"):
+        build("smart_vit", backbone=TINY_VIT, gitd_stage=3)
     with pytest.raises(ConfigError, match="model.pool_stage=3 clashes with method.gitd_stage=4"):
         build("smart", backbone={**TINY_SWIN, "pool_stage": 3}, gitd_stage=4)
     assert CONTEXT.steps_per_epoch == 10

@@ -28,7 +28,7 @@ def run_recorded(method, batch=None):
 
 
 def test_paper_hints_mask_the_top_r_of_the_teacher_satt_minus_the_top_s() -> None:
-    method = build("smart", backbone=TINY_SWIN, sa_stage=2)
+    method = build("smart", backbone=STAGE2)
     out, teacher, noise, masker = run_recorded(method)
     attn = teacher.out["attn"]
     assert attn.shape == (4, N) and torch.equal(masker.kwargs["attn"], attn)
@@ -48,7 +48,7 @@ def test_paper_hints_mask_the_top_r_of_the_teacher_satt_minus_the_top_s() -> Non
 
 
 def test_code_hints_reveal_a_random_subset_of_the_top_tenth() -> None:
-    method = build("smart", backbone=STAGE2, sa_stage=None, hints="code")
+    method = build("smart", backbone=STAGE2, hints="code")
     _, teacher, _, masker = run_recorded(method)
     attn, mask, hints = teacher.out["attn"], masker.out.mask.flatten(1), masker.out.hints.flatten(1)
     n_top, n_hint = math.ceil(0.7 * N), int(0.1 * 0.7 * N)  # 45, 4
@@ -58,7 +58,7 @@ def test_code_hints_reveal_a_random_subset_of_the_top_tenth() -> None:
 
 
 def test_the_teacher_drops_patches_with_its_own_mask_token() -> None:
-    method = build("smart", backbone=STAGE2, sa_stage=None)
+    method = build("smart", backbone=STAGE2)
     x = torch.cat(make_batch(batch_size=1)["views"])
     drop = method.teacher_noise((4, 4, 4), 2).mask
     before = method.teacher_features(x, drop)["patch"]
@@ -77,7 +77,7 @@ def test_noisy_teacher_off_gives_the_teacher_clean_views() -> None:
 
 
 def test_without_semantic_attention_masks_are_random_and_aitd_is_off() -> None:
-    method = build("smart", backbone=STAGE2, sa_stage=None, semantic_attention=False)
+    method = build("smart", backbone=STAGE2, semantic_attention=False)
     assert method.encoder.sa is None and isinstance(method.masker, RandomMasker)
     assert "cls" not in method.losses
     out, _, _, masker = run_recorded(method)
@@ -87,13 +87,15 @@ def test_without_semantic_attention_masks_are_random_and_aitd_is_off() -> None:
 
 
 def test_switches_reach_the_backbone_and_the_masker() -> None:
-    method = build("smart", sa_stage=2, gitd_stage=3, mask_ratio=0.5, hint_ratio=0.2)
+    method = build("smart", backbone=STAGE2, gitd_stage=3, mask_ratio=0.5, hint_ratio=0.2)
     assert method.encoder.config["sa_stage"] == 2 and method.encoder.config["pool_stage"] == 3
     assert isinstance(method.masker, HighAttentionMasker)
     assert (method.masker.ratio, method.masker.hint_ratio, method.masker.hints) == (0.5, 0.2, "paper")
     assert build("smart").encoder.config["pool_stage"] == 4  # GITD after stage 4 (paper)
     with pytest.raises(ConfigError, match="semantic_attention=false"):
         build("smart", backbone={**TINY_SWIN, "sa_depth": 0})
+    with pytest.raises(ConfigError, match="option 'sa_stage' moved to 'model.sa_stage'"):
+        build("smart", sa_stage=2)  # the stage is the backbone's: one home, model.sa_stage
     with pytest.raises(ConfigError, match="every loss weight"):
         build("smart", l_amip=0, l_ampd=0, l_aitd=0, l_gitd=0)
 
