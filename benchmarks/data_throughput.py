@@ -31,10 +31,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench/data_throughput.json"))
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = loader_throughput(Path(tmp), args.n, args.crop, args.items, args.uncached_items,
-                                   tuple(args.workers), args.size)
-    print(f"\n{args.n} scans {result['scans']} -> {result['cached_shapes']} at 2 mm; two-view "
-          f"{args.crop}^3 samples per second (cache built in {result['cache_build_s']:.1f} s)")
+        result = loader_throughput(
+            Path(tmp),
+            args.n,
+            args.crop,
+            args.items,
+            args.uncached_items,
+            tuple(args.workers),
+            args.size,
+        )
+    print(
+        f"\n{args.n} scans {result['scans']} -> {result['cached_shapes']} at 2 mm; two-view "
+        f"{args.crop}^3 samples per second (cache built in {result['cache_build_s']:.1f} s)"
+    )
     print(data_table(result))
     result["machine"] = machine_info()
     args.out.parent.mkdir(parents=True, exist_ok=True)

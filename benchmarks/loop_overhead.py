@@ -46,13 +46,27 @@ class RandomVolumes(torch.utils.data.Dataset):
 
 def run_once(preset: str, steps: int, log_every: int, size: int, batch: int, root: Path) -> float:
     name = f"r{len(list(root.iterdir()))}"
-    cfg = load_config(preset, [f"name={name}", f"output_dir={root}", f"train.max_steps={steps}",
-                               f"train.log_every={log_every}", f"train.ckpt_every={10 * steps}",
-                               "train.vis_every=0", "train.progress=false", f"data.batch_size={batch}",
-                               f"data.crop_size=[{size},{size},{size}]", "data.num_workers=0"],
-                      schema=RunConfig)
+    cfg = load_config(
+        preset,
+        [
+            f"name={name}",
+            f"output_dir={root}",
+            f"train.max_steps={steps}",
+            f"train.log_every={log_every}",
+            f"train.ckpt_every={10 * steps}",
+            "train.vis_every=0",
+            "train.progress=false",
+            f"data.batch_size={batch}",
+            f"data.crop_size=[{size},{size},{size}]",
+            "data.num_workers=0",
+        ],
+        schema=RunConfig,
+    )
     run = pretrain(cfg, dataset=RandomVolumes(batch * steps, size))
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     # seconds per step after the first (set-up and first-call costs excluded): the logged
     # window times, weighted by the steps they cover
     later = [r for r in rows if r["step"] > 1]
@@ -74,16 +88,32 @@ def main() -> None:
     times: dict[str, list[float]] = {"every_step": [], "ends_only": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for key, every in (("every_step", 1), ("ends_only", args.steps))[:: 1 if r % 2 == 0 else -1]:
-                times[key].append(run_once(args.preset, args.steps, every, args.size, args.batch, Path(tmp)))
+            for key, every in (("every_step", 1), ("ends_only", args.steps))[
+                :: 1 if r % 2 == 0 else -1
+            ]:
+                times[key].append(
+                    run_once(args.preset, args.steps, every, args.size, args.batch, Path(tmp))
+                )
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"preset": args.preset, "steps": args.steps, "size": args.size, "batch": args.batch,
-              "threads": args.threads, "seconds_per_step": times, "median": med,
-              "check_every_step_over_ends_only": med["every_step"] / med["ends_only"],
-              "machine": machine_info()}
+    result = {
+        "preset": args.preset,
+        "steps": args.steps,
+        "size": args.size,
+        "batch": args.batch,
+        "threads": args.threads,
+        "seconds_per_step": times,
+        "median": med,
+        "check_every_step_over_ends_only": med["every_step"] / med["ends_only"],
+        "machine": machine_info(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("preset", "median", "check_every_step_over_ends_only")}, indent=1))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("preset", "median", "check_every_step_over_ends_only")},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,27 +48,55 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
+    amp = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if args.precision == "bf16"
+        else nullcontext
+    )
     torch.manual_seed(0)
     cases = [build_case(m, s, args.batch, device, amp) for s in args.sizes for m in args.methods]
     fns = {f"{i}/{k}": getattr(c, k) for i, c in enumerate(cases) for k in ("step", "bare")}
     times = interleaved(fns, args.repeats, device)
     clock = "wall_s" if device.type == "cuda" else "cpu_s"
     results = []
-    print(f"one training step vs its bare encoder passes ({device}, {args.precision}, 2 views x "
-          f"{args.batch}, median of {args.repeats}, {clock[:-2]} time)")
-    print(f"{'method':<9} {'size':>4} {'preset':<15} {'step s':>8} {'bare s':>8} {'ratio':>6}  {'wall ratio':>10}")
+    print(
+        f"one training step vs its bare encoder passes ({device}, {args.precision}, 2 views x "
+        f"{args.batch}, median of {args.repeats}, {clock[:-2]} time)"
+    )
+    print(
+        f"{'method':<9} {'size':>4} {'preset':<15} {'step s':>8} {'bare s':>8} {'ratio':>6}  {'wall ratio':>10}"
+    )
     for i, c in enumerate(cases):
         step, bare = times[f"{i}/step"], times[f"{i}/bare"]
-        row = {"method": c.method, "size": c.size[0], "preset": c.preset, **c.facts,
-               "wall": {"step_s": step["wall_s"], "bare_s": bare["wall_s"], "ratio": step["wall_s"] / bare["wall_s"]},
-               "cpu": {"step_s": step["cpu_s"], "bare_s": bare["cpu_s"], "ratio": step["cpu_s"] / bare["cpu_s"]}}
+        row = {
+            "method": c.method,
+            "size": c.size[0],
+            "preset": c.preset,
+            **c.facts,
+            "wall": {
+                "step_s": step["wall_s"],
+                "bare_s": bare["wall_s"],
+                "ratio": step["wall_s"] / bare["wall_s"],
+            },
+            "cpu": {
+                "step_s": step["cpu_s"],
+                "bare_s": bare["cpu_s"],
+                "ratio": step["cpu_s"] / bare["cpu_s"],
+            },
+        }
         results.append(row)
         r = row[clock[:-2]]
-        print(f"{c.method:<9} {c.size[0]:>4} {c.preset:<15} {r['step_s']:>8.3f} {r['bare_s']:>8.3f} "
-              f"{r['ratio']:>6.2f}  {row['wall']['ratio']:>10.2f}")
-    meta = {**machine_info(), "device": str(device), "precision": args.precision,
-            "batch_per_view": args.batch, "repeats": args.repeats}
+        print(
+            f"{c.method:<9} {c.size[0]:>4} {c.preset:<15} {r['step_s']:>8.3f} {r['bare_s']:>8.3f} "
+            f"{r['ratio']:>6.2f}  {row['wall']['ratio']:>10.2f}"
+        )
+    meta = {
+        **machine_info(),
+        "device": str(device),
+        "precision": args.precision,
+        "batch_per_view": args.batch,
+        "repeats": args.repeats,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"wrote {args.out}")

@@ -31,12 +31,16 @@ from medmim.train.optim import build_optimizer
 def with_locals(case, n: int, size: int) -> dict:
     """The case's batch plus `n` local views of `size`^3."""
     views = case.batch["views"]
-    local = [torch.rand(views[0].shape[0], views[0].shape[1], size, size, size,
-                        device=views[0].device) for _ in range(n)]
+    local = [
+        torch.rand(views[0].shape[0], views[0].shape[1], size, size, size, device=views[0].device)
+        for _ in range(n)
+    ]
     return {**case.batch, **({"local_views": local} if n else {})}
 
 
-def peak_rss_mib(method: str, size: int, batch: int, n: int, local: int, threads: int) -> float | None:
+def peak_rss_mib(
+    method: str, size: int, batch: int, n: int, local: int, threads: int
+) -> float | None:
     """Peak resident-set growth (MiB) of one step with `n` local views, in a fresh process
     (`medmim.bench.timing.peak_step_memory`: the VmHWM reset before the step)."""
     code = (
@@ -80,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     for m, case in cases.items():
         optimizer = build_optimizer(case.net, _optim(case))
         for n in args.locals:
-            fns[f"{m}/{n}"] = _step_fn(case.net, optimizer, with_locals(case, n, args.local_size), nullcontext)
+            fns[f"{m}/{n}"] = _step_fn(
+                case.net, optimizer, with_locals(case, n, args.local_size), nullcontext
+            )
     times = interleaved(fns, args.repeats, device)
     clock = "wall_s" if device.type == "cuda" else "cpu_s"
     rows = []
@@ -89,13 +95,27 @@ def main(argv: list[str] | None = None) -> int:
         base = times[f"{m}/{args.locals[0]}"][clock]
         for n in args.locals:
             t = times[f"{m}/{n}"][clock]
-            mem = (peak_rss_mib(m, args.size, args.batch, n, args.local_size, args.threads)
-                   if device.type == "cpu" else None)
-            rows.append({"method": m, "local_views": n, "step_s": t, "ratio": t / base, "peak_mib": mem})
-            print(f"{m:<7} {n:>6} {t:>7.3f} {t / base:>7.2f} {mem if mem is not None else float('nan'):>9.0f}")
-    meta = {**machine_info(), "device": str(device), "size": args.size, "local_size": args.local_size,
-            "batch_per_view": args.batch, "repeats": args.repeats, "clock": clock,
-            "memory": "VmHWM growth of the first step, fresh process per row"}
+            mem = (
+                peak_rss_mib(m, args.size, args.batch, n, args.local_size, args.threads)
+                if device.type == "cpu"
+                else None
+            )
+            rows.append(
+                {"method": m, "local_views": n, "step_s": t, "ratio": t / base, "peak_mib": mem}
+            )
+            print(
+                f"{m:<7} {n:>6} {t:>7.3f} {t / base:>7.2f} {mem if mem is not None else float('nan'):>9.0f}"
+            )
+    meta = {
+        **machine_info(),
+        "device": str(device),
+        "size": args.size,
+        "local_size": args.local_size,
+        "batch_per_view": args.batch,
+        "repeats": args.repeats,
+        "clock": clock,
+        "memory": "VmHWM growth of the first step, fresh process per row",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1), encoding="utf-8")
     print(f"wrote {args.out}")

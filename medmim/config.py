@@ -41,7 +41,9 @@ def preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    packaged = CONFIG_DIR / f"{path.stem if path.suffix in ('.yaml', '.yml') else name_or_path}.yaml"
+    packaged = (
+        CONFIG_DIR / f"{path.stem if path.suffix in ('.yaml', '.yml') else name_or_path}.yaml"
+    )
     if packaged.is_file():
         return packaged
     raise ConfigError(
@@ -165,7 +167,9 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
 def _schema_keys(schema: type, dotted: str) -> list[str]:
     node: Any = schema
     for part in [p for p in dotted.split(".") if p]:
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        fields = (
+            {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        )
         if part not in fields:
             return []
         node = fields[part].type if not isinstance(fields[part].type, str) else None

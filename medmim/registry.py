@@ -107,7 +107,9 @@ def accepted_options(factory: Callable[..., Any]) -> list[str] | None:
         except (TypeError, ValueError):  # builtins without a signature
             return None
         keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        names += [n for n, p in params.items() if p.kind in keyword and n != "self" and n not in names]
+        names += [
+            n for n, p in params.items() if p.kind in keyword and n != "self" and n not in names
+        ]
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return names
     return None
@@ -122,7 +124,9 @@ def check_kwargs(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: s
     moved = getattr(factory, "moved_options", {})
     for key in kwargs:
         if key in moved:
-            raise ConfigError(f"{what}: option '{key}' moved to '{moved[key]}'; set {moved[key]}=... instead")
+            raise ConfigError(
+                f"{what}: option '{key}' moved to '{moved[key]}'; set {moved[key]}=... instead"
+            )
     accepted = accepted_options(factory)
     if accepted is None:
         return

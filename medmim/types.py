@@ -85,4 +85,3 @@ class TrainContext:
     in_channels: int = 1
     crop_size: tuple[int, int, int] = (96, 96, 96)
     freeze_last_layer_steps: int = 0
-

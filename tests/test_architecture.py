@@ -19,13 +19,26 @@ PACKAGE = Path(medmim.__file__).parent
 #: DESIGN.md's layers, bottom to top: a module imports its own layer and the ones below it.
 #: `medmim` (the package's __init__) and the base modules are layer 0.
 LAYERS = {
-    "medmim": 0, "config": 0, "registry": 0, "errors": 0, "types": 0, "schedules": 0,
+    "medmim": 0,
+    "config": 0,
+    "registry": 0,
+    "errors": 0,
+    "types": 0,
+    "schedules": 0,
     "layers": 1,
-    "models": 2, "heads": 2, "masking": 2, "losses": 2, "data": 2,
+    "models": 2,
+    "heads": 2,
+    "masking": 2,
+    "losses": 2,
+    "data": 2,
     "methods": 3,
-    "train": 4, "eval": 4,
-    "bench": 5, "demo": 5,
-    "cli": 6, "api": 6, "__main__": 6,
+    "train": 4,
+    "eval": 4,
+    "bench": 5,
+    "demo": 5,
+    "cli": 6,
+    "api": 6,
+    "__main__": 6,
 }
 #: Above methods/, only the method contract may be imported; concrete methods come from the registry.
 METHOD_CONTRACT = "medmim.methods.base"
@@ -36,8 +49,10 @@ IMPORT_EXCEPTIONS: dict[tuple[str, str], str] = {}
 AGNOSTIC = ("demo", "train", "eval")
 #: (file, source line): the one-line reason a method name may appear there.
 NAME_EXCEPTIONS = {
-    ("demo/config.py", 'methods: list[str] = field(default_factory=lambda: ["smart", "smit"])'):
-        "the study's default choice of methods to compare, a setting like any other default",
+    (
+        "demo/config.py",
+        'methods: list[str] = field(default_factory=lambda: ["smart", "smit"])',
+    ): "the study's default choice of methods to compare, a setting like any other default",
 }
 
 
@@ -81,33 +96,53 @@ def test_imports_flow_down_the_layers() -> None:
     wrong = []
     for path in sources():
         src = module_name(path)
-        for line, dst in imports_of(src, path.read_text(encoding="utf-8"), path.name == "__init__.py"):
+        for line, dst in imports_of(
+            src, path.read_text(encoding="utf-8"), path.name == "__init__.py"
+        ):
             lo, hi = layer_of(src), layer_of(dst)
             if lo == hi or (src, ".".join(dst.split(".")[:2])) in IMPORT_EXCEPTIONS:
                 continue
             if LAYERS.get(hi, 0) > LAYERS[lo]:
                 wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({lo}) imports {dst} ({hi})")
-            elif hi == "methods" and LAYERS[lo] > LAYERS["methods"] and not dst.startswith(METHOD_CONTRACT):
-                wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports the concrete method {dst}: "
-                             "use METHODS.get(name)")
+            elif (
+                hi == "methods"
+                and LAYERS[lo] > LAYERS["methods"]
+                and not dst.startswith(METHOD_CONTRACT)
+            ):
+                wrong.append(
+                    f"{path.relative_to(PACKAGE)}:{line} imports the concrete method {dst}: "
+                    "use METHODS.get(name)"
+                )
     assert not wrong, "imports against DESIGN.md's layers:\n" + "\n".join(wrong)
 
 
 def test_the_import_parser_sees_function_level_and_relative_imports() -> None:
     code = "import os\nfrom .config import X\ndef f():\n    from medmim.cli.main import main\n"
-    assert imports_of("medmim.demo.study", code) == [(2, "medmim.demo.config"), (4, "medmim.cli.main.main")]
+    assert imports_of("medmim.demo.study", code) == [
+        (2, "medmim.demo.config"),
+        (4, "medmim.cli.main.main"),
+    ]
 
 
 def method_names() -> list[str]:
-    return sorted(n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods."))
+    return sorted(
+        n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")
+    )
 
 
 def docstring_lines(tree: ast.Module) -> set[int]:
     lines = set()
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+        ):
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
     return lines
 
@@ -117,7 +152,9 @@ def method_name_uses(rel: str, text: str, names: list[str]) -> list[str]:
     in `text`, the source of PACKAGE/`rel`; docstrings (prose about the papers) and comments are
     not code and are skipped."""
     lines, docs, hits = text.splitlines(), docstring_lines(ast.parse(text)), []
-    word = re.compile(r"(?<![\w.])(" + "|".join(sorted(names, key=len, reverse=True)) + r")(?!\w)", re.I)
+    word = re.compile(
+        r"(?<![\w.])(" + "|".join(sorted(names, key=len, reverse=True)) + r")(?!\w)", re.I
+    )
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         row = tok.start[0]
         name_hit = tok.type == tokenize.NAME and tok.string.lower() in names
@@ -131,13 +168,26 @@ def method_name_uses(rel: str, text: str, names: list[str]) -> list[str]:
 def test_method_agnostic_packages_name_no_method(package: str) -> None:
     names = method_names()
     assert {"smart", "smit", "ibot"} <= set(names)
-    hits = [h for path in sorted((PACKAGE / package).glob("*.py"))
-            for h in method_name_uses(path.relative_to(PACKAGE).as_posix(), path.read_text(encoding="utf-8"), names)]
-    assert not hits, ("a method's knowledge belongs in medmim/methods/ or its preset (read it through "
-                      "METHODS.get(name) or the preset's demo: section):\n" + "\n".join(hits))
+    hits = [
+        h
+        for path in sorted((PACKAGE / package).glob("*.py"))
+        for h in method_name_uses(
+            path.relative_to(PACKAGE).as_posix(), path.read_text(encoding="utf-8"), names
+        )
+    ]
+    assert not hits, (
+        "a method's knowledge belongs in medmim/methods/ or its preset (read it through "
+        "METHODS.get(name) or the preset's demo: section):\n" + "\n".join(hits)
+    )
 
 
 def test_the_name_scan_finds_names() -> None:
-    code = ('"""SMART in a docstring is prose."""\nif method == "smart_vit":\n    x = "pretrain/smit"\n'
-            "ibot = 1  # smart in a comment\nsmarter = 'smartest'\n")
-    assert [h.split(":")[1] for h in method_name_uses("demo/x.py", code, method_names())] == ["2", "3", "4"]
+    code = (
+        '"""SMART in a docstring is prose."""\nif method == "smart_vit":\n    x = "pretrain/smit"\n'
+        "ibot = 1  # smart in a comment\nsmarter = 'smartest'\n"
+    )
+    assert [h.split(":")[1] for h in method_name_uses("demo/x.py", code, method_names())] == [
+        "2",
+        "3",
+        "4",
+    ]

@@ -55,7 +55,10 @@ def test_schema_rejects_bad_type_and_unknown_key(tmp_path: Path) -> None:
 def test_plus_adds_key_and_save_roundtrip(tmp_path: Path) -> None:
     cfg = apply_overrides(OmegaConf.create({"a": 1}), ["+b.c=[1, 2]"])
     save_config(cfg, tmp_path / "out" / "config.yaml")
-    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text(encoding="utf-8")) == {"a": 1, "b": {"c": [1, 2]}}
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text(encoding="utf-8")) == {
+        "a": 1,
+        "b": {"c": [1, 2]},
+    }
 
 
 def test_unknown_preset_suggests() -> None:

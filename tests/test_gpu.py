@@ -23,8 +23,10 @@ def test_bf16_step_matches_fp32(name: str) -> None:
     torch.manual_seed(0)
     fp32 = build(name).cuda()
     bf16 = copy.deepcopy(fp32)
-    batch = {k: [v.cuda() for v in x] if isinstance(x, list) else x.cuda()
-             for k, x in make_batch(batch_size=2).items()}
+    batch = {
+        k: [v.cuda() for v in x] if isinstance(x, list) else x.cuda()
+        for k, x in make_batch(batch_size=2).items()
+    }
     losses = {}
     for label, method, dtype in (("fp32", fp32, None), ("bf16", bf16, torch.bfloat16)):
         torch.manual_seed(1)  # the same masks and noise in both
@@ -32,7 +34,9 @@ def test_bf16_step_matches_fp32(name: str) -> None:
             out = method(batch, step=1)
         out.loss.float().backward()
         losses[label] = float(out.loss.detach())
-        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in method.parameters()), label
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in method.parameters()), (
+            label
+        )
     assert math.isfinite(losses["bf16"])
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05, abs=0.05), losses
 

@@ -19,7 +19,7 @@ TINY_SWIN = {"name": "swin", "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads
 
 def _block_after(heading: str) -> str:
     text = README.read_text(encoding="utf-8")
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, f"no python block after '{heading}' in README.md"
     return match.group(1)
@@ -28,9 +28,18 @@ def _block_after(heading: str) -> str:
 def test_swinunetr_snippet_runs_on_an_export(tmp_path: Path) -> None:
     model = BACKBONES.build(TINY_SWIN)
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"encoder": model.state_dict(), "encoder_config": model.config, "step": 1,
-                "config": {"data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [64, 64, 64]},
-                           "method": {"name": "smart"}}}, ckpt)
+    torch.save(
+        {
+            "encoder": model.state_dict(),
+            "encoder_config": model.config,
+            "step": 1,
+            "config": {
+                "data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [64, 64, 64]},
+                "method": {"name": "smart"},
+            },
+        },
+        ckpt,
+    )
     export(ckpt, tmp_path / "runs" / "smart" / "export")
     code = _block_after("## Load exported weights into MONAI's SwinUNETR")
     out, cwd = io.StringIO(), os.getcwd()
@@ -49,9 +58,18 @@ def test_python_quickstart_runs_on_an_export(tmp_path: Path) -> None:
 
     model = BACKBONES.build(TINY_SWIN)
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"encoder": model.state_dict(), "encoder_config": model.config, "step": 1,
-                "config": {"data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [32, 32, 32]},
-                           "method": {"name": "smart"}}}, ckpt)
+    torch.save(
+        {
+            "encoder": model.state_dict(),
+            "encoder_config": model.config,
+            "step": 1,
+            "config": {
+                "data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [32, 32, 32]},
+                "method": {"name": "smart"},
+            },
+        },
+        ckpt,
+    )
     export(ckpt, tmp_path / "runs" / "ct" / "export")
     scan = np.random.default_rng(0).uniform(-1000, 1000, (40, 36, 30)).astype(np.float32)
     nib.save(nib.Nifti1Image(scan, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / "scan.nii.gz")

@@ -58,7 +58,9 @@ def test_options_passed_on_to_the_parent_class_are_checked() -> None:
             super().__init__([size], **rest)
 
     assert reg.build({"name": "child", "size": 2, "temp": 0.5}).temp == 0.5
-    with pytest.raises(ConfigError, match="no option 'tmp'.*Did you mean 'temp'.*Options: size, temp$"):
+    with pytest.raises(
+        ConfigError, match="no option 'tmp'.*Did you mean 'temp'.*Options: size, temp$"
+    ):
         reg.build({"name": "child", "tmp": 0.5})
     with pytest.raises(ConfigError, match="no option 'parts'"):  # positional-only: not an option
         reg.build({"name": "child", "parts": []})

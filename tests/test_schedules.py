@@ -29,14 +29,21 @@ def test_epoch_warmup_is_the_official_linspace_per_epoch(steps_per_epoch: int) -
     """DINO/iBOT/SMIT: np.concatenate((np.linspace(0.04, 0.07, 30), np.ones(epochs - 30) * 0.07))
     indexed by the epoch; 0.07 is reached in epoch 29, not 30."""
     official = np.concatenate((np.linspace(0.04, 0.07, 30), np.ones(70) * 0.07))
-    ours = [epoch_warmup(s, 30 * steps_per_epoch, steps_per_epoch, 0.04, 0.07) for s in range(100 * steps_per_epoch)]
+    ours = [
+        epoch_warmup(s, 30 * steps_per_epoch, steps_per_epoch, 0.04, 0.07)
+        for s in range(100 * steps_per_epoch)
+    ]
     assert ours == pytest.approx(np.repeat(official, steps_per_epoch).tolist(), abs=1e-12)
     assert ours[29 * steps_per_epoch] == 0.07 and ours[29 * steps_per_epoch - 1] < 0.07
 
 
 def test_epoch_warmup_short_and_empty() -> None:
     assert epoch_warmup(0, 0, 10, 0.04, 0.07) == 0.07  # no warm-up: the final value at once
-    assert [epoch_warmup(s, 10, 10, 0.04, 0.07) for s in (0, 9, 10)] == [0.04, 0.04, 0.07]  # linspace(., ., 1)
+    assert [epoch_warmup(s, 10, 10, 0.04, 0.07) for s in (0, 9, 10)] == [
+        0.04,
+        0.04,
+        0.07,
+    ]  # linspace(., ., 1)
     assert [epoch_warmup(s, 5, 10, 0.04, 0.07) for s in (4, 5)] == [0.04, 0.07]  # half an epoch
 
 

@@ -25,20 +25,26 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 class UncachedMonai(Dataset):
     """The MONAI pipeline, run from the file for every item."""
 
-    def __init__(self, paths: list[Path], crop: int, spacing: float, window: tuple[float, float]) -> None:
+    def __init__(
+        self, paths: list[Path], crop: int, spacing: float, window: tuple[float, float]
+    ) -> None:
         from monai import transforms as T
 
         self.paths = paths
-        self.transform = T.Compose([
-            T.LoadImaged("image", image_only=True),
-            T.EnsureChannelFirstd("image"),
-            T.Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            T.Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
-            T.ScaleIntensityRanged("image", *window, 0.0, 1.0, clip=True),
-            T.CropForegroundd("image", source_key="image", allow_smaller=True),
-            T.SpatialPadd("image", spatial_size=(crop,) * 3),
-            T.RandSpatialCropSamplesd("image", roi_size=(crop,) * 3, num_samples=2, random_size=False),
-        ])
+        self.transform = T.Compose(
+            [
+                T.LoadImaged("image", image_only=True),
+                T.EnsureChannelFirstd("image"),
+                T.Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+                T.Spacingd("image", pixdim=(spacing,) * 3, mode="bilinear"),
+                T.ScaleIntensityRanged("image", *window, 0.0, 1.0, clip=True),
+                T.CropForegroundd("image", source_key="image", allow_smaller=True),
+                T.SpatialPadd("image", spatial_size=(crop,) * 3),
+                T.RandSpatialCropSamplesd(
+                    "image", roi_size=(crop,) * 3, num_samples=2, random_size=False
+                ),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -50,16 +56,27 @@ class UncachedMonai(Dataset):
 
 def throughput(ds: Dataset, items: int, workers: int, seed: int = 0) -> float:
     """Items per second over `items` random items (batch 2), worker start-up included."""
-    sampler = RandomSampler(ds, replacement=True, num_samples=items,
-                            generator=torch.Generator().manual_seed(seed))
+    sampler = RandomSampler(
+        ds, replacement=True, num_samples=items, generator=torch.Generator().manual_seed(seed)
+    )
     t0 = time.perf_counter()
-    n = sum(b["views"][0].shape[0] for b in DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers))
+    n = sum(
+        b["views"][0].shape[0]
+        for b in DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers)
+    )
     return n / (time.perf_counter() - t0)
 
 
-def loader_throughput(folder: Path, scans: int = 4, crop: int = 96, items: int = 32,
-                      uncached_items: int = 8, workers: tuple[int, ...] = (0, 2),
-                      phantom_size: str = "default", spacing: float = 2.0) -> dict[str, Any]:
+def loader_throughput(
+    folder: Path,
+    scans: int = 4,
+    crop: int = 96,
+    items: int = 32,
+    uncached_items: int = 8,
+    workers: tuple[int, ...] = (0, 2),
+    phantom_size: str = "default",
+    spacing: float = 2.0,
+) -> dict[str, Any]:
     """Build both pipelines on `scans` fresh phantoms in `folder` and time them.
 
     Returns:
@@ -74,12 +91,18 @@ def loader_throughput(folder: Path, scans: int = 4, crop: int = 96, items: int =
     generate_phantoms(folder / "scans", scans, seed=0, size=phantom_size, workers=2)
     paths = sorted((folder / "scans" / "images").glob("*.nii.gz"))
     recipe = get_recipe("smart", spacing=[spacing] * 3)
-    cfg = dict(source=str(paths[0].parent), cache_dir=str(folder / "cache"), recipe=recipe,
-               crop_size=[crop] * 3)
+    cfg = dict(
+        source=str(paths[0].parent),
+        cache_dir=str(folder / "cache"),
+        recipe=recipe,
+        crop_size=[crop] * 3,
+    )
     t0 = time.perf_counter()
     cached = build_pretrain_dataset(DataConfig(**cfg), None, seed=0)
     build_s = time.perf_counter() - t0
-    crops_only = build_pretrain_dataset(DataConfig(**cfg, augment=AugmentConfig(intensity=False)), None, seed=0)
+    crops_only = build_pretrain_dataset(
+        DataConfig(**cfg, augment=AugmentConfig(intensity=False)), None, seed=0
+    )
     uncached = UncachedMonai(paths, crop, spacing, tuple(recipe.window))
     uncached[0]  # warm the page cache and imports, as the cached side had while building
     rows = []
@@ -93,7 +116,14 @@ def loader_throughput(folder: Path, scans: int = 4, crop: int = 96, items: int =
         row["speedup_crops"] = row["cached_crops"] / row["uncached_monai"]
         row["speedup_with_aug"] = row["cached_crops_and_intensity_aug"] / row["uncached_monai"]
         rows.append(row)
-    return {"rows": rows, "scans": [e.meta["original_shape"] for e in cached.entries],
-            "cached_shapes": [e.meta["shape"] for e in cached.entries], "crop": crop,
-            "spacing_mm": spacing, "phantom_size": phantom_size, "cache_build_s": build_s,
-            "items": items, "uncached_items": uncached_items}
+    return {
+        "rows": rows,
+        "scans": [e.meta["original_shape"] for e in cached.entries],
+        "cached_shapes": [e.meta["shape"] for e in cached.entries],
+        "crop": crop,
+        "spacing_mm": spacing,
+        "phantom_size": phantom_size,
+        "cache_build_s": build_s,
+        "items": items,
+        "uncached_items": uncached_items,
+    }

@@ -24,8 +24,14 @@ from medmim.bench.timing import count_flops, interleaved
 
 #: Peak dense bf16 tensor throughput (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
-    "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
 }
 NO_GPU = "not measured: no GPU"
 
@@ -65,13 +71,18 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def step_fits(method: str, size: int, device: torch.device, preset: str | None = None) -> Callable[[int], bool]:
+def step_fits(
+    method: str, size: int, device: torch.device, preset: str | None = None
+) -> Callable[[int], bool]:
     """fits(batch): one bf16 training step of `preset` (default: the paper preset) at `size`^3
     runs without running out of GPU memory."""
+
     def fits(batch: int) -> bool:
         case = None
         try:
-            case = build_case(method, size, batch, device, bf16_autocast(device.type), preset=preset or method)
+            case = build_case(
+                method, size, batch, device, bf16_autocast(device.type), preset=preset or method
+            )
             case.step(0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -85,9 +96,17 @@ def step_fits(method: str, size: int, device: torch.device, preset: str | None =
     return fits
 
 
-def gpu_measurements(device: torch.device, method: str = "smart", sizes: tuple[int, ...] = (96, 128),
-                     batch: int = 2, repeats: int = 5, peak: float | None = None,
-                     limit: int = 256, preset: str | None = None, force: bool = False) -> dict[str, Any]:
+def gpu_measurements(
+    device: torch.device,
+    method: str = "smart",
+    sizes: tuple[int, ...] = (96, 128),
+    batch: int = 2,
+    repeats: int = 5,
+    peak: float | None = None,
+    limit: int = 256,
+    preset: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """bf16 vs fp32 throughput and MFU at sizes[0], and the largest batch at each size.
 
     Args:
@@ -111,12 +130,21 @@ def gpu_measurements(device: torch.device, method: str = "smart", sizes: tuple[i
             flops = count_flops(lambda c=case: c.step(1))
         del case
         _free()
-    out["bf16_throughput"] = {**speeds, "speedup": speeds["fp32"]["step_s"] / speeds["bf16"]["step_s"]}
+    out["bf16_throughput"] = {
+        **speeds,
+        "speedup": speeds["fp32"]["step_s"] / speeds["bf16"]["step_s"],
+    }
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     peak = peak or peak_tflops(gpu)
     achieved = flops / speeds["bf16"]["step_s"] / 1e12 if flops else None
-    out["mfu"] = {"flops_per_step": flops, "achieved_tflops": achieved, "peak_tflops": peak,
-                  "mfu": achieved / peak if achieved and peak else None,
-                  "note": None if peak else f"peak of '{gpu}' unknown: pass --peak-tflops"}
-    out["largest_batch"] = {f"{s}^3": largest_fitting(step_fits(method, s, device, preset), limit) for s in sizes}
+    out["mfu"] = {
+        "flops_per_step": flops,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": achieved / peak if achieved and peak else None,
+        "note": None if peak else f"peak of '{gpu}' unknown: pass --peak-tflops",
+    }
+    out["largest_batch"] = {
+        f"{s}^3": largest_fitting(step_fits(method, s, device, preset), limit) for s in sizes
+    }
     return out

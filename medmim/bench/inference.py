@@ -27,8 +27,16 @@ def count_windows(volume: list[int], roi: list[int], overlap: float) -> int:
     return n
 
 
-def sliding_window_time(preset: str, volume: list[int], roi: int, overlap: float, sw_batch: int,
-                        device: torch.device, classes: int = 14, repeats: int = 1) -> dict[str, Any]:
+def sliding_window_time(
+    preset: str,
+    volume: list[int],
+    roi: int,
+    overlap: float,
+    sw_batch: int,
+    device: torch.device,
+    classes: int = 14,
+    repeats: int = 1,
+) -> dict[str, Any]:
     """Seconds to segment one (1, 1, *volume) input with a SwinUNETR of the Swin `preset`.
 
     Returns:
@@ -41,7 +49,9 @@ def sliding_window_time(preset: str, volume: list[int], roi: int, overlap: float
 
     def run(inp: torch.Tensor) -> None:
         with torch.no_grad(), amp:
-            sliding_window_inference(inp, [roi] * 3, sw_batch, net, overlap=overlap, mode="gaussian")
+            sliding_window_inference(
+                inp, [roi] * 3, sw_batch, net, overlap=overlap, mode="gaussian"
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -52,8 +62,15 @@ def sliding_window_time(preset: str, volume: list[int], roi: int, overlap: float
         run(x)
         times.append(time.perf_counter() - t0)
     times.sort()
-    return {"seconds": times[len(times) // 2], "volume": list(volume), "roi": [roi] * 3,
-            "overlap": overlap, "sw_batch_size": sw_batch, "windows": count_windows(list(volume), [roi] * 3, overlap),
-            "model": f"SwinUNETR({preset}: feature {kwargs['feature_size']}, depths {list(kwargs['depths'])})",
-            "params": sum(p.numel() for p in net.parameters()), "precision": "bf16" if device.type == "cuda" else "fp32",
-            "device": str(device)}
+    return {
+        "seconds": times[len(times) // 2],
+        "volume": list(volume),
+        "roi": [roi] * 3,
+        "overlap": overlap,
+        "sw_batch_size": sw_batch,
+        "windows": count_windows(list(volume), [roi] * 3, overlap),
+        "model": f"SwinUNETR({preset}: feature {kwargs['feature_size']}, depths {list(kwargs['depths'])})",
+        "params": sum(p.numel() for p in net.parameters()),
+        "precision": "bf16" if device.type == "cuda" else "fp32",
+        "device": str(device),
+    }

@@ -73,6 +73,8 @@ def describe(info: dict[str, Any]) -> str:
     """One line: 'AMD EPYC, 2 cores (load 3.1), 7.8 GiB, torch 2.13.0+cpu, MONAI 1.6.1, 2026-...'."""
     load = info.get("load_average")
     gpu = f", {info['gpu_count']} x {info['gpu']}" if info.get("gpu") else ", no GPU"
-    return (f"{info['cpu']}, {info['cores']} cores (load {load[0] if load else '?'}), "
-            f"{info.get('memory_gib')} GiB{gpu}, torch {info['torch']}, MONAI {info['monai']}, "
-            f"{info['date'][:10]}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores (load {load[0] if load else '?'}), "
+        f"{info.get('memory_gib')} GiB{gpu}, torch {info['torch']}, MONAI {info['monai']}, "
+        f"{info['date'][:10]}"
+    )

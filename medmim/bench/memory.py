@@ -26,8 +26,9 @@ def step_memory(method: str, size: int, batch: int, device: torch.device) -> dic
     return peak_step_memory(lambda: case.step(0), device)
 
 
-def step_memory_subprocess(method: str, size: int, batch: int, threads: int = 0,
-                           timeout: float = 600) -> dict[str, Any]:
+def step_memory_subprocess(
+    method: str, size: int, batch: int, threads: int = 0, timeout: float = 600
+) -> dict[str, Any]:
     """`step_memory` on the CPU in a child process; {"peak_mib": None, "error": ...} on failure."""
     cmd = [sys.executable, "-m", "medmim.bench.memory", method, str(size), str(batch), str(threads)]
     try:

@@ -33,8 +33,16 @@ from medmim.train.optim import build_optimizer
 from medmim.types import TrainContext
 
 #: masked fraction of the student's cells in the bare pass (a typical step of each method).
-BARE_MASK_RATIO = {"smart": 0.6, "smit": 0.7, "ibot": 0.3, "attmask": 0.3, "mst": 0.3,
-                   "smart_vit": 0.6, "pumit_mim": 0.55, "pumit_tokenizer": 0.0}
+BARE_MASK_RATIO = {
+    "smart": 0.6,
+    "smit": 0.7,
+    "ibot": 0.3,
+    "attmask": 0.3,
+    "mst": 0.3,
+    "smart_vit": 0.6,
+    "pumit_mim": 0.55,
+    "pumit_tokenizer": 0.0,
+}
 METHODS_ALL = list(BARE_MASK_RATIO)
 
 Amp = Callable[[], AbstractContextManager]
@@ -71,7 +79,9 @@ def _config(method: str, size: int, preset: str | None) -> Any:
     return preset, load_config(preset, overrides, schema=RunConfig), crop
 
 
-def _step_fn(net: Any, optimizer: torch.optim.Optimizer, batch: dict[str, Any], amp: Amp) -> Callable[[int], None]:
+def _step_fn(
+    net: Any, optimizer: torch.optim.Optimizer, batch: dict[str, Any], amp: Amp
+) -> Callable[[int], None]:
     def run(i: int) -> None:
         with amp():
             out = net(batch, i)
@@ -113,7 +123,11 @@ def _bare_fn(net: Any, method: str, batch: dict[str, Any], amp: Amp) -> Callable
         return run_tok
     x = views[0] if method == "pumit_mim" else torch.cat(views)
     student = net.encoder
-    grid = student.mask_grid(x.shape) if method != "pumit_mim" else student.mask_grid(x.shape, batch.get("spacing"))
+    grid = (
+        student.mask_grid(x.shape)
+        if method != "pumit_mim"
+        else student.mask_grid(x.shape, batch.get("spacing"))
+    )
     mask = torch.rand(len(x), *grid, device=x.device) < BARE_MASK_RATIO[method]
     teacher = _teacher_backbone(net)
 
@@ -122,8 +136,11 @@ def _bare_fn(net: Any, method: str, batch: dict[str, Any], amp: Amp) -> Callable
             if teacher is not None:
                 with torch.no_grad():
                     teacher(x)
-            loss = _touch_all(student.forward_features(x, mask) if method != "pumit_mim"
-                              else student.forward_features(x, mask=mask, spacing=batch.get("spacing")))
+            loss = _touch_all(
+                student.forward_features(x, mask)
+                if method != "pumit_mim"
+                else student.forward_features(x, mask=mask, spacing=batch.get("spacing"))
+            )
         loss.backward()
         student.zero_grad(set_to_none=True)
 
@@ -134,27 +151,41 @@ def _build_method(method: str, cfg: Any, context: TrainContext, tmp: Path) -> An
     spec = to_dict(cfg.method)
     if method == "pumit_mim":  # targets from a random tokenizer: same cost as a trained one
         tok_cfg = load_config("pumit_tokenizer_demo", schema=RunConfig)
-        tok = METHODS.build(to_dict(tok_cfg.method), backbone=to_dict(tok_cfg.model), context=context)
+        tok = METHODS.build(
+            to_dict(tok_cfg.method), backbone=to_dict(tok_cfg.model), context=context
+        )
         path = tmp / "tokenizer.ckpt"
-        torch.save({"encoder": tok.tokenizer.state_dict(), "encoder_config": tok.tokenizer.config}, path)
+        torch.save(
+            {"encoder": tok.tokenizer.state_dict(), "encoder_config": tok.tokenizer.config}, path
+        )
         spec["tokenizer"] = str(path)
     return METHODS.build(spec, backbone=to_dict(cfg.model), context=context)
 
 
-def build_case(method: str, size: int, batch: int, device: torch.device, amp: Amp = nullcontext,
-               preset: str | None = None) -> Case:
+def build_case(
+    method: str,
+    size: int,
+    batch: int,
+    device: torch.device,
+    amp: Amp = nullcontext,
+    preset: str | None = None,
+) -> Case:
     """The method from its preset at `size`, with a batch of `batch` volumes per view.
 
     Raises:
         ConfigError / KeyError: an unknown method or preset.
     """
     preset, cfg, crop = _config(method, size, preset)
-    context = TrainContext(steps_per_epoch=100, total_steps=100 * int(cfg.train.epochs or 1),
-                           crop_size=tuple(crop))
+    context = TrainContext(
+        steps_per_epoch=100, total_steps=100 * int(cfg.train.epochs or 1), crop_size=tuple(crop)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         net = _build_method(method, cfg, context, Path(tmp)).to(device).train()
     optimizer = build_optimizer(net, cfg.optim)
-    views = [torch.rand(batch, int(cfg.model.get("in_channels", 1)), *crop, device=device) for _ in range(2)]
+    views = [
+        torch.rand(batch, int(cfg.model.get("in_channels", 1)), *crop, device=device)
+        for _ in range(2)
+    ]
     data: dict[str, Any] = {"views": views, "index": torch.arange(batch, device=device)}
     if method.startswith("pumit"):
         data["spacing"] = torch.ones(batch, 3, device=device)
@@ -163,5 +194,13 @@ def build_case(method: str, size: int, batch: int, device: torch.device, amp: Am
         "params_encoder": sum(p.numel() for p in net.encoder.parameters()),
         "model": to_dict(cfg.model).get("name"),
     }
-    return Case(method, preset, crop, data, net, _step_fn(net, optimizer, data, amp),
-                _bare_fn(net, method, data, amp), facts)
+    return Case(
+        method,
+        preset,
+        crop,
+        data,
+        net,
+        _step_fn(net, optimizer, data, amp),
+        _bare_fn(net, method, data, amp),
+        facts,
+    )

@@ -72,32 +72,69 @@ class BenchConfig:
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"methods": ["smart", "smit", "ibot"], "repeats": 2, "data_scans": 2, "data_crop": 64,
-              "data_items": 16, "data_uncached_items": 4, "data_workers": [0],
-              "data_phantom_size": "small", "sw_volume": [128, 128, 64], "sw_roi": 64},
-    "tiny": {"methods": ["smit"], "size": 32, "repeats": 1, "data_scans": 2, "data_crop": 32,
-             "data_items": 4, "data_uncached_items": 2, "data_workers": [0],
-             "data_phantom_size": "small", "sw_preset": "swin_demo", "sw_volume": [64, 64, 64],
-             "sw_roi": 64, "gpu_sizes": [32], "gpu_batch": 1},
+    "quick": {
+        "methods": ["smart", "smit", "ibot"],
+        "repeats": 2,
+        "data_scans": 2,
+        "data_crop": 64,
+        "data_items": 16,
+        "data_uncached_items": 4,
+        "data_workers": [0],
+        "data_phantom_size": "small",
+        "sw_volume": [128, 128, 64],
+        "sw_roi": 64,
+    },
+    "tiny": {
+        "methods": ["smit"],
+        "size": 32,
+        "repeats": 1,
+        "data_scans": 2,
+        "data_crop": 32,
+        "data_items": 4,
+        "data_uncached_items": 2,
+        "data_workers": [0],
+        "data_phantom_size": "small",
+        "sw_preset": "swin_demo",
+        "sw_volume": [64, 64, 64],
+        "sw_roi": 64,
+        "gpu_sizes": [32],
+        "gpu_batch": 1,
+    },
 }
 
 
-def bench_config(profile: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> BenchConfig:
+def bench_config(
+    profile: str = "default", overrides: list[str] | tuple[str, ...] = ()
+) -> BenchConfig:
     """The settings of a profile with `key=value` overrides (did-you-mean on bad keys)."""
     if profile not in PROFILES:
-        raise ConfigError(f"bench profile '{profile}' is unknown.{did_you_mean(profile, list(PROFILES))}")
-    node = validate(apply_overrides(validate(OmegaConf.create(PROFILES[profile]), BenchConfig),
-                                    list(overrides)), BenchConfig)
+        raise ConfigError(
+            f"bench profile '{profile}' is unknown.{did_you_mean(profile, list(PROFILES))}"
+        )
+    node = validate(
+        apply_overrides(
+            validate(OmegaConf.create(PROFILES[profile]), BenchConfig), list(overrides)
+        ),
+        BenchConfig,
+    )
     cfg = OmegaConf.to_object(node)
     unknown = [m for m in cfg.methods if m not in METHODS_ALL]
     if unknown:
-        raise ConfigError(f"methods={cfg.methods}: '{unknown[0]}' has no benchmark case."
-                          f"{did_you_mean(unknown[0], METHODS_ALL)} Methods: {', '.join(METHODS_ALL)}")
+        raise ConfigError(
+            f"methods={cfg.methods}: '{unknown[0]}' has no benchmark case."
+            f"{did_you_mean(unknown[0], METHODS_ALL)} Methods: {', '.join(METHODS_ALL)}"
+        )
     return cfg
 
 
 def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    return torch.device(
+        "cuda"
+        if name == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if name == "auto"
+        else name
+    )
 
 
 def step_rows(cfg: BenchConfig, device: torch.device, say: Any = print) -> list[dict[str, Any]]:
@@ -111,23 +148,39 @@ def step_rows(cfg: BenchConfig, device: torch.device, say: Any = print) -> list[
         except Exception as exc:  # a method that cannot be built is reported, not fatal
             rows.append({"method": m, "error": f"{type(exc).__name__}: {exc}"})
     fns = {f"{m}/{k}": getattr(c, k) for m, c in cases.items() for k in ("step", "bare")}
-    say(f"  timing {len(cases)} methods x (step, bare), {cfg.repeats} interleaved rounds on {device}")
+    say(
+        f"  timing {len(cases)} methods x (step, bare), {cfg.repeats} interleaved rounds on {device}"
+    )
     times = interleaved(fns, cfg.repeats, device)
     clock = "wall_s" if device.type == "cuda" else "cpu_s"
     for m, c in cases.items():
         step, bare = times[f"{m}/step"], times[f"{m}/bare"]
-        row = {"method": m, "preset": c.preset, "input": c.size, "batch_per_view": cfg.batch, **c.facts,
-               "step": step, "bare": bare, "overhead_ratio": step[clock] / bare[clock], "ratio_clock": clock}
+        row = {
+            "method": m,
+            "preset": c.preset,
+            "input": c.size,
+            "batch_per_view": cfg.batch,
+            **c.facts,
+            "step": step,
+            "bare": bare,
+            "overhead_ratio": step[clock] / bare[clock],
+            "ratio_clock": clock,
+        }
         if cfg.flops:
             row["flops_per_step"] = count_flops(lambda c=c: c.step(cfg.repeats + 1))
-            row["achieved_gflops"] = row["flops_per_step"] / step["wall_s"] / 1e9 if row["flops_per_step"] else None
+            row["achieved_gflops"] = (
+                row["flops_per_step"] / step["wall_s"] / 1e9 if row["flops_per_step"] else None
+            )
         rows.append(row)
     del cases
     for row in rows:
         if cfg.memory and "error" not in row:
             say(f"  peak memory of one {row['method']} step")
-            row["memory"] = (step_memory(row["method"], cfg.size, cfg.batch, device) if device.type == "cuda"
-                             else step_memory_subprocess(row["method"], cfg.size, cfg.batch, cfg.threads))
+            row["memory"] = (
+                step_memory(row["method"], cfg.size, cfg.batch, device)
+                if device.type == "cuda"
+                else step_memory_subprocess(row["method"], cfg.size, cfg.batch, cfg.threads)
+            )
     return rows
 
 
@@ -142,27 +195,48 @@ def run_bench(cfg: BenchConfig, out: str | Path, say: Any = print) -> dict[str, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device, t0 = _device(cfg.device), time.perf_counter()
-    result: dict[str, Any] = {"schema": 1, "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                              "machine": machine_info(), "settings": dataclasses.asdict(cfg), "device": str(device)}
+    result: dict[str, Any] = {
+        "schema": 1,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": dataclasses.asdict(cfg),
+        "device": str(device),
+    }
     say(f"[1/4] pretraining steps at {cfg.size}^3: {', '.join(cfg.methods)}")
     result["pretrain_steps"] = step_rows(cfg, device, say)
     say("[2/4] data loader: cached vs uncached MONAI")
     if cfg.data:
         with tempfile.TemporaryDirectory() as tmp:
             result["data_loader"] = loader_throughput(
-                Path(tmp), cfg.data_scans, cfg.data_crop, cfg.data_items, cfg.data_uncached_items,
-                tuple(cfg.data_workers), cfg.data_phantom_size)
+                Path(tmp),
+                cfg.data_scans,
+                cfg.data_crop,
+                cfg.data_items,
+                cfg.data_uncached_items,
+                tuple(cfg.data_workers),
+                cfg.data_phantom_size,
+            )
     say(f"[3/4] sliding-window inference on {'x'.join(map(str, cfg.sw_volume))}")
     if cfg.sliding:
         cuda = device.type == "cuda"
         preset = cfg.sw_preset if cfg.sw_preset != "auto" else "swin_smart" if cuda else "swin_demo"
         overlap = cfg.sw_overlap if cfg.sw_overlap >= 0 else 0.5 if cuda else 0.25
-        result["sliding_window"] = sliding_window_time(preset, cfg.sw_volume, cfg.sw_roi, overlap, cfg.sw_batch, device)
+        result["sliding_window"] = sliding_window_time(
+            preset, cfg.sw_volume, cfg.sw_roi, overlap, cfg.sw_batch, device
+        )
     say("[4/4] GPU: bf16 throughput, largest batch, MFU")
-    result["gpu"] = gpu_bench.gpu_measurements(device, cfg.gpu_method, tuple(cfg.gpu_sizes), cfg.gpu_batch,
-                                               max(cfg.repeats, 3), cfg.peak_tflops or None)
+    result["gpu"] = gpu_bench.gpu_measurements(
+        device,
+        cfg.gpu_method,
+        tuple(cfg.gpu_sizes),
+        cfg.gpu_batch,
+        max(cfg.repeats, 3),
+        cfg.peak_tflops or None,
+    )
     result["machine"]["load_average_end"] = machine_info()["load_average"]
     result["seconds"] = time.perf_counter() - t0
-    (out / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    (out / "bench.json").write_text(
+        json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8"
+    )
     (out / "bench.md").write_text(bench_markdown(result), encoding="utf-8")
     return result

@@ -54,8 +54,11 @@ def interleaved(
             if rnd >= warmup:
                 times[name].append(t)
     return {
-        k: {"wall_s": statistics.median(t[0] for t in v), "cpu_s": statistics.median(t[1] for t in v),
-            "wall_min_s": min(t[0] for t in v)}
+        k: {
+            "wall_s": statistics.median(t[0] for t in v),
+            "cpu_s": statistics.median(t[1] for t in v),
+            "wall_min_s": min(t[0] for t in v),
+        }
         for k, v in times.items()
     }
 
@@ -94,7 +97,11 @@ def peak_step_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, f
         fn()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
-        return {"peak_mib": peak / 2**20, "above_resident_mib": (peak - base) / 2**20, "kind": "cuda_allocated"}
+        return {
+            "peak_mib": peak / 2**20,
+            "above_resident_mib": (peak - base) / 2**20,
+            "kind": "cuda_allocated",
+        }
     if not reset_rss_peak() or (before := _status_kib("VmRSS")) is None:
         fn()
         return {"peak_mib": None, "kind": "unavailable"}

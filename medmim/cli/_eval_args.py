@@ -34,21 +34,44 @@ def name_list(text: str) -> list[str]:
 def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     """--recipe PRESET | --plan PLAN.yaml (both land in `args.recipe`), --force-recipe."""
     group = parser.add_mutually_exclusive_group()
-    add_flag(group, "recipe", default=None, metavar="PRESET",
-             help="preprocessing preset (default: the encoder's recipe)")
-    group.add_argument("--plan", dest="recipe", metavar="PLAN.yaml",  # a recipe source too
-                       help="the recipe of a `medmim data plan` file (default: none; the encoder's recipe is used)")
-    add_flag(parser, "force_recipe", action="store_true",
-             help="apply the recipe even to data of another modality (CT window on MR)")
+    add_flag(
+        group,
+        "recipe",
+        default=None,
+        metavar="PRESET",
+        help="preprocessing preset (default: the encoder's recipe)",
+    )
+    group.add_argument(
+        "--plan",
+        dest="recipe",
+        metavar="PLAN.yaml",  # a recipe source too
+        help="the recipe of a `medmim data plan` file (default: none; the encoder's recipe is used)",
+    )
+    add_flag(
+        parser,
+        "force_recipe",
+        action="store_true",
+        help="apply the recipe even to data of another modality (CT window on MR)",
+    )
 
 
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """--encoder, --source (alias --data), --out, --recipe / --plan, --force-recipe, --seed,
     --device."""
-    add_flag(parser, "encoder", required=True, metavar="EXPORT|scratch:PRESET",
-             help="exported encoder folder, or scratch:<export or backbone preset>")
-    add_flag(parser, "source", required=True, metavar="SOURCE",
-             help="datalist JSON (MSD style), CSV, folder or image")
+    add_flag(
+        parser,
+        "encoder",
+        required=True,
+        metavar="EXPORT|scratch:PRESET",
+        help="exported encoder folder, or scratch:<export or backbone preset>",
+    )
+    add_flag(
+        parser,
+        "source",
+        required=True,
+        metavar="SOURCE",
+        help="datalist JSON (MSD style), CSV, folder or image",
+    )
     add_flag(parser, "out", required=True, metavar="DIR", help="output folder")
     add_recipe_flags(parser)
     add_seed_device_flags(parser)
@@ -57,7 +80,9 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
 def add_seed_device_flags(parser: argparse.ArgumentParser) -> None:
     """--seed, --device."""
     add_flag(parser, "seed", type=int, default=0, help="seed of the random parts")
-    add_flag(parser, "device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    add_flag(
+        parser, "device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ..."
+    )
 
 
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:

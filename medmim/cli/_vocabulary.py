@@ -43,27 +43,49 @@ class Flag:
 #: concept (= argparse dest) -> its flag.
 FLAGS: dict[str, Flag] = {
     "encoder": Flag("--encoder", (), None, "exported encoder folder, or scratch:PRESET"),
-    "source": Flag("--source", ("--data",), "data.source",
-                   "the scans: folder, datalist JSON, CSV, MedMNIST npz or one image"),
-    "image_key": Flag("--image-key", ("--key",), "data.key",
-                      "datalist / CSV field that holds the image path"),
+    "source": Flag(
+        "--source",
+        ("--data",),
+        "data.source",
+        "the scans: folder, datalist JSON, CSV, MedMNIST npz or one image",
+    ),
+    "image_key": Flag(
+        "--image-key", ("--key",), "data.key", "datalist / CSV field that holds the image path"
+    ),
     "split": Flag("--split", (), "data.split", "datalist section, npz split or CSV split"),
     "recipe": Flag("--recipe", (), "data.recipe", "preprocessing recipe preset"),
-    "force_recipe": Flag("--force-recipe", (), None,
-                         "apply the recipe to data of another modality (pretrain: "
-                         "data.recipe_check=false)"),
-    "crop_size": Flag("--crop-size", ("--roi", "--crop"), "data.crop_size",
-                      "crop / sliding-window size in voxels at the recipe's spacing"),
-    "resize": Flag("--resize", ("--size",), None,
-                   "whole volume resized to D,H,W (rescales; not a crop)"),
+    "force_recipe": Flag(
+        "--force-recipe",
+        (),
+        None,
+        "apply the recipe to data of another modality (pretrain: data.recipe_check=false)",
+    ),
+    "crop_size": Flag(
+        "--crop-size",
+        ("--roi", "--crop"),
+        "data.crop_size",
+        "crop / sliding-window size in voxels at the recipe's spacing",
+    ),
+    "resize": Flag(
+        "--resize", ("--size",), None, "whole volume resized to D,H,W (rescales; not a crop)"
+    ),
     "max_steps": Flag("--max-steps", (), "train.max_steps", "optimizer steps"),
     "batch_size": Flag("--batch-size", (), "data.batch_size", "volumes per batch"),
-    "num_workers": Flag("--num-workers", ("--workers",), "data.num_workers",
-                        "parallel data-loading workers / processes"),
-    "on_error": Flag("--on-error", (), "data.on_error",
-                     "an unreadable scan: skip (listed in skipped.jsonl) or fail"),
-    "cache_dir": Flag("--cache-dir", (), "data.cache_dir",
-                      "persistent cache of preprocessed scans"),
+    "num_workers": Flag(
+        "--num-workers",
+        ("--workers",),
+        "data.num_workers",
+        "parallel data-loading workers / processes",
+    ),
+    "on_error": Flag(
+        "--on-error",
+        (),
+        "data.on_error",
+        "an unreadable scan: skip (listed in skipped.jsonl) or fail",
+    ),
+    "cache_dir": Flag(
+        "--cache-dir", (), "data.cache_dir", "persistent cache of preprocessed scans"
+    ),
     "no_progress": Flag("--no-progress", (), "train.progress", "no progress bars"),
     "seed": Flag("--seed", (), "train.seed", "random seed"),
     "device": Flag("--device", (), "train.device", "auto, cpu, cuda, cuda:1, ..."),
@@ -73,7 +95,8 @@ FLAGS: dict[str, Flag] = {
 #: every spelling of a flag -> the pretrain config key it mirrors ("--data" -> "data.source").
 PRETRAIN_KEYS: dict[str, str] = {
     spelling: flag.pretrain_key
-    for flag in FLAGS.values() if flag.pretrain_key
+    for flag in FLAGS.values()
+    if flag.pretrain_key
     for spelling in flag.spellings
 }
 
@@ -101,8 +124,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text.lower() or action.default is argparse.SUPPRESS
-                or action.required or action.nargs == 0 or not action.option_strings):
+        if (
+            "default" in text.lower()
+            or action.default is argparse.SUPPRESS
+            or action.required
+            or action.nargs == 0
+            or not action.option_strings
+        ):
             return text
         shown = "not set" if action.default is None else "%(default)s"
         return f"{text} (default: {shown})".strip()

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medmim.bench.suite import bench_config, run_bench
 
-    cfg = bench_config("quick" if args.quick else "tiny" if args.tiny else "default", args.overrides)
+    cfg = bench_config(
+        "quick" if args.quick else "tiny" if args.tiny else "default", args.overrides
+    )
     run_bench(cfg, args.out)
     print((Path(args.out) / "bench.md").read_text(encoding="utf-8"))
     print(f"wrote {args.out}/bench.json and bench.md")

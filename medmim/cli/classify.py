@@ -26,14 +26,31 @@ def fraction_list(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_labelled_flags(parser)
-    parser.add_argument("--mode", default="linear", choices=["linear", "finetune"],
-                        help="linear: logistic regression on frozen features; finetune: all weights")
-    parser.add_argument("--folds", type=int, default=5,
-                        help="stratified k-fold CV (1 = the source's val split or a 20%% hold-out)")
-    parser.add_argument("--fractions", type=fraction_list, default=[1.0], metavar="F,F,...",
-                        help="training-data fractions (limited-data study), e.g. 0.25,0.5,1.0")
-    parser.add_argument("--test-size", type=float, default=0.2,
-                        help="stratified test hold-out when the data has no test split (0 = none)")
+    parser.add_argument(
+        "--mode",
+        default="linear",
+        choices=["linear", "finetune"],
+        help="linear: logistic regression on frozen features; finetune: all weights",
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="stratified k-fold CV (1 = the source's val split or a 20%% hold-out)",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=fraction_list,
+        default=[1.0],
+        metavar="F,F,...",
+        help="training-data fractions (limited-data study), e.g. 0.25,0.5,1.0",
+    )
+    parser.add_argument(
+        "--test-size",
+        type=float,
+        default=0.2,
+        help="stratified test hold-out when the data has no test split (0 = none)",
+    )
     parser.add_argument("--C", type=float, default=1.0, help="linear: inverse L2 strength")
     parser.add_argument("--epochs", type=int, default=10, help="finetune: epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="finetune: peak learning rate")
@@ -45,10 +62,23 @@ def run(args: argparse.Namespace) -> int:
     from medmim.eval.classify import ClassifyConfig, run_classify
     from medmim.eval.probe import FinetuneConfig
 
-    ft = FinetuneConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                        batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers)
-    cfg = ClassifyConfig(mode=args.mode, folds=args.folds, fractions=args.fractions,
-                         test_size=args.test_size, C=args.C, finetune=ft, **labelled_options(args))
+    ft = FinetuneConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        num_workers=args.num_workers,
+    )
+    cfg = ClassifyConfig(
+        mode=args.mode,
+        folds=args.folds,
+        fractions=args.fractions,
+        test_size=args.test_size,
+        C=args.C,
+        finetune=ft,
+        **labelled_options(args),
+    )
     metrics = run_classify(args.encoder, args.source, args.out, cfg)
     for name in ("test/auc", "test/accuracy", "val/auc"):
         if name in metrics:

@@ -23,12 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="recipe overrides, e.g. spacing=[1.5,1.5,2] window=[-175,250]",
     )
-    add_flag(parser, "cache_dir", type=Path, default=Path("runs/.cache"),
-             help="the persistent cache folder")
+    add_flag(
+        parser,
+        "cache_dir",
+        type=Path,
+        default=Path("runs/.cache"),
+        help="the persistent cache folder",
+    )
     add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
-    add_flag(parser, "on_error", choices=("skip", "fail"), default="skip",
-             help="skip: list an unreadable scan and go on; fail: stop at the first")
+    add_flag(
+        parser,
+        "on_error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="skip: list an unreadable scan and go on; fail: stop at the first",
+    )
     add_progress_flag(parser)
 
 
@@ -40,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args.recipe, args.set)
     records = resolve_source(args.source, key=args.image_key, split=args.split)
     cache = VolumeCache(args.cache_dir, recipe)
-    volumes, errors = cache_records(records, cache, on_error=args.on_error,
-                                    progress=not args.no_progress)
+    volumes, errors = cache_records(
+        records, cache, on_error=args.on_error, progress=not args.no_progress
+    )
     for exc in errors:
         print(f"skipped: {exc}")
     shapes = [v.meta["shape"] for _, v in volumes]

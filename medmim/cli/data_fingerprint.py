@@ -15,8 +15,14 @@ from medmim.cli._eval_args import add_flag
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    add_flag(parser, "out", type=Path, default=None, metavar="JSON",
-             help="write the fingerprint as JSON here (default: print it only)")
+    add_flag(
+        parser,
+        "out",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write the fingerprint as JSON here (default: print it only)",
+    )
     add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")

@@ -17,16 +17,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "out", required=True, help="output folder (created)")
     parser.add_argument("--n", type=int, default=16, help="number of phantoms (default 16)")
     add_flag(parser, "seed", type=int, default=0, help="seed; same seed, same bytes (default 0)")
-    parser.add_argument("--size", default="default", choices=("default", "small"),
-                        help="voxel sizes: 'default' is 1.2-2 mm in-plane, 1.5-5 mm slices; 'small' is "
-                             "~3.5 mm, for tests (default: default)")
-    parser.add_argument("--nodules", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"),
-                        help="lung nodules per phantom (default 2 4)")
-    parser.add_argument("--p-malignant", type=float, default=0.5, help="probability a nodule is malignant")
-    parser.add_argument("--crop-size", type=int, default=32, help="nodule crop size in voxels (default 32)")
-    parser.add_argument("--crop-spacing", type=float, default=1.5, help="nodule crop spacing in mm (default 1.5)")
-    add_flag(parser, "num_workers", type=int, default=1,
-             help="parallel processes; the output does not change (default 1)")
+    parser.add_argument(
+        "--size",
+        default="default",
+        choices=("default", "small"),
+        help="voxel sizes: 'default' is 1.2-2 mm in-plane, 1.5-5 mm slices; 'small' is "
+        "~3.5 mm, for tests (default: default)",
+    )
+    parser.add_argument(
+        "--nodules",
+        type=int,
+        nargs=2,
+        default=(2, 4),
+        metavar=("MIN", "MAX"),
+        help="lung nodules per phantom (default 2 4)",
+    )
+    parser.add_argument(
+        "--p-malignant", type=float, default=0.5, help="probability a nodule is malignant"
+    )
+    parser.add_argument(
+        "--crop-size", type=int, default=32, help="nodule crop size in voxels (default 32)"
+    )
+    parser.add_argument(
+        "--crop-spacing", type=float, default=1.5, help="nodule crop spacing in mm (default 1.5)"
+    )
+    add_flag(
+        parser,
+        "num_workers",
+        type=int,
+        default=1,
+        help="parallel processes; the output does not change (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
 
         def done(record: dict[str, Any]) -> None:
             n = record["nodules"]
-            bar.set_postfix_str(f"{record['name']} nodules {len(n)} tumor {(record['tumor'] or {}).get('organ')}")
+            bar.set_postfix_str(
+                f"{record['name']} nodules {len(n)} tumor {(record['tumor'] or {}).get('organ')}"
+            )
             bar.update(1)
 
         summary = generate_phantoms(
-            args.out, args.n, seed=args.seed, size=args.size, nodules=tuple(args.nodules),
-            p_malignant=args.p_malignant, crop_size=args.crop_size, crop_spacing=args.crop_spacing,
-            workers=args.num_workers, callback=done,
+            args.out,
+            args.n,
+            seed=args.seed,
+            size=args.size,
+            nodules=tuple(args.nodules),
+            p_malignant=args.p_malignant,
+            crop_size=args.crop_size,
+            crop_spacing=args.crop_spacing,
+            workers=args.num_workers,
+            callback=done,
         )
     print(format_summary(summary))
     return 0

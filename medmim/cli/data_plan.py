@@ -15,10 +15,20 @@ from medmim.cli._eval_args import add_flag
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
-    add_flag(parser, "out", type=Path, default=Path("plan.yaml"), metavar="PLAN.yaml",
-             help="where to write the plan")
-    parser.add_argument("--max-crop", type=int, default=96,
-                        help="cap of the suggested crop size per axis (96 or 128)")
+    add_flag(
+        parser,
+        "out",
+        type=Path,
+        default=Path("plan.yaml"),
+        metavar="PLAN.yaml",
+        help="where to write the plan",
+    )
+    parser.add_argument(
+        "--max-crop",
+        type=int,
+        default=96,
+        help="cap of the suggested crop size per axis (96 or 128)",
+    )
     add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
@@ -39,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     for bad in fp["unreadable"]:
         print(f"unreadable (left out): {bad['path']}: {bad['reason']}")
     write_plan(plan, args.out)
-    print(f"wrote {args.out}; use it with: medmim pretrain --config smart "
-          f"data.source={args.source} data.plan={args.out}")
+    print(
+        f"wrote {args.out}; use it with: medmim pretrain --config smart "
+        f"data.source={args.source} data.plan={args.out}"
+    )
     return 0

@@ -18,10 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="recipe overrides"
     )
-    add_flag(parser, "crop_size", type=int, nargs="+", default=[96], metavar="N",
-             help="view size in voxels (1 or 3 ints)")
-    add_flag(parser, "cache_dir", type=Path, default=Path("runs/.cache"),
-             help="the persistent cache folder")
+    add_flag(
+        parser,
+        "crop_size",
+        type=int,
+        nargs="+",
+        default=[96],
+        metavar="N",
+        help="view size in voxels (1 or 3 ints)",
+    )
+    add_flag(
+        parser,
+        "cache_dir",
+        type=Path,
+        default=Path("runs/.cache"),
+        help="the persistent cache folder",
+    )
     add_flag(parser, "seed", type=int, default=0, help="seed of the two views")
     add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
@@ -48,4 +60,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
-

@@ -35,17 +35,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--quick", action="store_true", help="the ~3 minute budget")
-    budget.add_argument("--gpu", action="store_true",
-                        help="a larger budget for a CUDA GPU (3000 pretraining steps, batch 16)")
-    budget.add_argument("--tiny", action="store_true",
-                        help="seconds; a smoke test whose numbers mean nothing")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (default runs/demo, runs/demo-quick, runs/demo-gpu, runs/demo-tiny)")
+    budget.add_argument(
+        "--gpu",
+        action="store_true",
+        help="a larger budget for a CUDA GPU (3000 pretraining steps, batch 16)",
+    )
+    budget.add_argument(
+        "--tiny", action="store_true", help="seconds; a smoke test whose numbers mean nothing"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default runs/demo, runs/demo-quick, runs/demo-gpu, runs/demo-tiny)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of everything (default 0)")
-    parser.add_argument("--restart", action="store_true",
-                        help="delete the output folder first instead of continuing it")
-    parser.add_argument("--stop-on-error", action="store_true",
-                        help="stop at the first failing stage (default: record it and go on)")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete the output folder first instead of continuing it",
+    )
+    parser.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="stop at the first failing stage (default: record it and go on)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         return run_demo(cfg, out, restart=args.restart, keep_going=not args.stop_on_error)
     except KeyboardInterrupt:
-        again = " ".join(["medmim demo", *([f"--{profile}"] if profile != "default" else []),
-                          *([f"--out {args.out}"] if args.out else []), *overrides])
+        again = " ".join(
+            [
+                "medmim demo",
+                *([f"--{profile}"] if profile != "default" else []),
+                *([f"--out {args.out}"] if args.out else []),
+                *overrides,
+            ]
+        )
         print(f"\nmedmim demo: interrupted; `{again}` continues where it stopped")
         return 130

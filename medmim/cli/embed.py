@@ -21,8 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_flags(parser)
     add_flag(parser, "image_key", default="image", help="datalist / CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
-    add_flag(parser, "on_error", choices=("skip", "fail"), default="skip",
-             help="skip: list an unreadable scan in OUT/skipped.jsonl and go on; fail: stop")
+    add_flag(
+        parser,
+        "on_error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="skip: list an unreadable scan in OUT/skipped.jsonl and go on; fail: stop",
+    )
     add_feature_flags(parser)
 
 
@@ -30,14 +35,23 @@ def run(args: argparse.Namespace) -> int:
     from medmim.eval.embed import EmbedOptions, run_embed
 
     opts = EmbedOptions(
-        feature=args.feature, size=args.resize, recipe=args.recipe, image_key=args.image_key,
-        split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
-        on_error=args.on_error, seed=args.seed, device=args.device,
+        feature=args.feature,
+        size=args.resize,
+        recipe=args.recipe,
+        image_key=args.image_key,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        on_error=args.on_error,
+        seed=args.seed,
+        device=args.device,
         progress=not args.no_progress,
     )
     summary = run_embed(args.encoder, args.source, args.out, opts)
     n, dim, skipped = summary["num_embedded"], summary["dim"], summary["num_skipped"]
-    print(f"embedded {n} scans ({summary['feature_used']}, {dim} dims)"
-          + (f"; skipped {skipped}, listed in {args.out}/skipped.jsonl" if skipped else ""))
+    print(
+        f"embedded {n} scans ({summary['feature_used']}, {dim} dims)"
+        + (f"; skipped {skipped}, listed in {args.out}/skipped.jsonl" if skipped else "")
+    )
     print(f"wrote {args.out}/embeddings.npy, index.csv and embed.json")
     return 0

@@ -25,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {out / ENCODER_META}  (backbone {meta['backbone']['name']}, method {meta.get('method')})"
     )
     if is_tokenizer(meta["backbone"]):
-        print(f"a PUMIT tokenizer, not a downstream encoder: train stage 2 with "
-              f"medmim pretrain --config pumit_mim method.tokenizer={out}")
+        print(
+            f"a PUMIT tokenizer, not a downstream encoder: train stage 2 with "
+            f"medmim pretrain --config pumit_mim method.tokenizer={out}"
+        )
     if "monai_swinunetr" in meta:
         print(
             "load into MONAI: medmim.eval.export.load_into_swinunetr(SwinUNETR(out_channels=N, "

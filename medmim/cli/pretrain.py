@@ -31,22 +31,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
-        "--config", "-c", default=None,
+        "--config",
+        "-c",
+        default=None,
         help="a packaged preset name (see --list-presets) or a YAML file",
     )
     parser.add_argument(
-        "--resume", default=None, metavar="RUN_DIR",
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
         help="continue the run in RUN_DIR with the settings it was started with (overrides may "
-             "change steps, learning rate, logging and checkpoints, not the model or the data)",
+        "change steps, learning rate, logging and checkpoints, not the model or the data)",
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value",
+        "overrides",
+        nargs="*",
+        metavar="key=value",
         help="config overrides, e.g. optim.base_lr=1e-3 data.batch_size=4 (YAML values)",
     )
     # the downstream commands' flags, caught here to point at pretrain's key=value settings
     for flag in sorted(PRETRAIN_KEYS) + ["--plan", "--config-file"]:
-        parser.add_argument(flag, dest="_flag" + flag[2:].replace("-", "_"), default=None,
-                            nargs="?", const="VALUE", help=argparse.SUPPRESS)
+        parser.add_argument(
+            flag,
+            dest="_flag" + flag[2:].replace("-", "_"),
+            default=None,
+            nargs="?",
+            const="VALUE",
+            help=argparse.SUPPRESS,
+        )
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
@@ -69,11 +81,16 @@ def run(args: argparse.Namespace) -> int:
 
     base = _resume_base(args)
     if base is None and not args.config:
-        print("medmim pretrain: error: --config PRESET_OR_YAML is required to start a run, or "
-              "--resume RUN_DIR to continue one "
-              f"(presets: {', '.join(list_presets()) or 'none'})", file=sys.stderr)
+        print(
+            "medmim pretrain: error: --config PRESET_OR_YAML is required to start a run, or "
+            "--resume RUN_DIR to continue one "
+            f"(presets: {', '.join(list_presets()) or 'none'})",
+            file=sys.stderr,
+        )
         return 2
-    cfg = load_config(base if base is not None else args.config, _overrides(args, base), schema=RunConfig)
+    cfg = load_config(
+        base if base is not None else args.config, _overrides(args, base), schema=RunConfig
+    )
     if args.print_config:
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return 0
@@ -95,15 +112,23 @@ def run(args: argparse.Namespace) -> int:
         from medmim.train.checkpoint import is_disk_full
 
         run = Path(cfg.output_dir) / cfg.name
-        what = "no space left on" if is_disk_full(exc) else f"{exc.strerror or exc} while writing to"
-        print(f"medmim pretrain: stopped: {what} {run} ({exc.filename or 'a log file'}); "
-              "checkpoints/last.ckpt holds the last saved step. Fix the disk, then continue "
-              f"with:\n  {resume_command(run)}", file=sys.stderr)
+        what = (
+            "no space left on" if is_disk_full(exc) else f"{exc.strerror or exc} while writing to"
+        )
+        print(
+            f"medmim pretrain: stopped: {what} {run} ({exc.filename or 'a log file'}); "
+            "checkpoints/last.ckpt holds the last saved step. Fix the disk, then continue "
+            f"with:\n  {resume_command(run)}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         last = Path(cfg.output_dir) / cfg.name / "checkpoints" / "last.ckpt"
-        what = (f"continue from {last} with:\n  {resume_command(last.parent.parent)}" if last.is_file() else
-                "no checkpoint was written yet, so run the same command again to start over")
+        what = (
+            f"continue from {last} with:\n  {resume_command(last.parent.parent)}"
+            if last.is_file()
+            else "no checkpoint was written yet, so run the same command again to start over"
+        )
         print(f"medmim pretrain: interrupted; {what}", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
@@ -134,8 +159,10 @@ def _resume_base(args: argparse.Namespace) -> dict | None:
     pairs = dict(o.split("=", 1) for o in args.overrides if "=" in o)
     if args.resume is not None:
         if args.config:
-            raise ConfigError("give --resume RUN_DIR (the run's saved settings) or --config "
-                              "PRESET (a new run, or resume=true with the same settings), not both")
+            raise ConfigError(
+                "give --resume RUN_DIR (the run's saved settings) or --config "
+                "PRESET (a new run, or resume=true with the same settings), not both"
+            )
         return saved_run_config(Path(args.resume))
     if not args.config and str(pairs.get("resume", "")).lower() == "true":
         return saved_run_config(Path(pairs.get("output_dir", "runs")) / pairs.get("name", "run"))
@@ -164,11 +191,13 @@ def _downstream_flags(args: argparse.Namespace) -> str | None:
     for name, value in vars(args).items():
         if not name.startswith("_flag") or value is None:
             continue
-        flag = "--" + name[len("_flag"):].replace("_", "-")
+        flag = "--" + name[len("_flag") :].replace("_", "-")
         key = {"--plan": "data.plan", "--config-file": None}.get(flag, PRETRAIN_KEYS.get(flag))
         if key is None:
             return f"unknown flag {flag}; did you mean --config {value}?"
         shown = "false" if key == "train.progress" else value
-        return (f"medmim pretrain takes settings as key=value, not {flag}: write {key}={shown} "
-                "(e.g. medmim pretrain --config smart_demo data.source=DIR name=NAME)")
+        return (
+            f"medmim pretrain takes settings as key=value, not {flag}: write {key}={shown} "
+            "(e.g. medmim pretrain --config smart_demo data.source=DIR name=NAME)"
+        )
     return None

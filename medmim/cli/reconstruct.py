@@ -12,11 +12,17 @@ from medmim.cli._eval_args import add_flag, add_seed_device_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_OR_CKPT",
-                        help="a run directory (runs/<name>) or a checkpoint file")
+    parser.add_argument(
+        "run", metavar="RUN_OR_CKPT", help="a run directory (runs/<name>) or a checkpoint file"
+    )
     add_flag(parser, "out", required=True, metavar="DIR", help="output folder")
-    add_flag(parser, "source", default=None, metavar="SOURCE",
-             help="scans to reconstruct (default: the run's data.source)")
+    add_flag(
+        parser,
+        "source",
+        default=None,
+        metavar="SOURCE",
+        help="scans to reconstruct (default: the run's data.source)",
+    )
     parser.add_argument("--num", type=int, default=4, help="samples shown")
     add_seed_device_flags(parser)
 
@@ -24,8 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from medmim.eval.reconstruct import ReconstructConfig, run_reconstruct
 
-    cfg = ReconstructConfig(run=args.run, out=args.out, data=args.source, num=args.num,
-                            seed=args.seed, device=args.device)
+    cfg = ReconstructConfig(
+        run=args.run,
+        out=args.out,
+        data=args.source,
+        num=args.num,
+        seed=args.seed,
+        device=args.device,
+    )
     metrics = run_reconstruct(cfg)
     m = metrics["recon/mse_masked"]
     print(f"recon/mse_masked: {m['mean']:.4f} +- {m['std']:.4f}")

@@ -20,24 +20,51 @@ from medmim.cli._eval_args import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_encoder_flags(parser)
-    parser.add_argument("--labels", type=name_list, default=None, metavar="A,B,...",
-                        help="foreground class names, class 1 first (default: the datalist's "
-                             "'labels', else class_1..K)")
-    parser.add_argument("--decoder", default="auto", choices=["auto", "swin_unetr", "unetr"],
-                        help="auto: swin_unetr on a Swin encoder, unetr on a ViT")
-    parser.add_argument("--feature-size", type=int, default=16,
-                        help="UNETR decoder base width (SwinUNETR uses the encoder's width)")
-    add_flag(parser, "crop_size", type=int_triple, default=None, metavar="D,H,W",
-             help="training crop and sliding-window size (default: the encoder's crop size)")
+    parser.add_argument(
+        "--labels",
+        type=name_list,
+        default=None,
+        metavar="A,B,...",
+        help="foreground class names, class 1 first (default: the datalist's "
+        "'labels', else class_1..K)",
+    )
+    parser.add_argument(
+        "--decoder",
+        default="auto",
+        choices=["auto", "swin_unetr", "unetr"],
+        help="auto: swin_unetr on a Swin encoder, unetr on a ViT",
+    )
+    parser.add_argument(
+        "--feature-size",
+        type=int,
+        default=16,
+        help="UNETR decoder base width (SwinUNETR uses the encoder's width)",
+    )
+    add_flag(
+        parser,
+        "crop_size",
+        type=int_triple,
+        default=None,
+        metavar="D,H,W",
+        help="training crop and sliding-window size (default: the encoder's crop size)",
+    )
     add_flag(parser, "max_steps", type=int, default=200, help="optimizer steps")
     add_flag(parser, "batch_size", type=int, default=1, help="scans per step")
     parser.add_argument("--num-samples", type=int, default=2, help="crops per scan and step")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW weight decay")
-    parser.add_argument("--train-fraction", type=float, default=1.0,
-                        help="fraction of the training cases used (limited-data study)")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="held-out fraction when the datalist has no 'validation'")
+    parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="fraction of the training cases used (limited-data study)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="held-out fraction when the datalist has no 'validation'",
+    )
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward")
     add_progress_flag(parser)
@@ -47,12 +74,26 @@ def run(args: argparse.Namespace) -> int:
     from medmim.eval.segment import SegmentConfig, run_segment
 
     cfg = SegmentConfig(
-        encoder=args.encoder, data=args.source, out=args.out, labels=args.labels,
-        decoder=args.decoder, feature_size=args.feature_size, roi=args.crop_size,
-        max_steps=args.max_steps, batch_size=args.batch_size, num_samples=args.num_samples,
-        lr=args.lr, weight_decay=args.weight_decay, train_fraction=args.train_fraction,
-        val_fraction=args.val_fraction, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-        recipe=args.recipe, seed=args.seed, device=args.device, progress=not args.no_progress,
+        encoder=args.encoder,
+        data=args.source,
+        out=args.out,
+        labels=args.labels,
+        decoder=args.decoder,
+        feature_size=args.feature_size,
+        roi=args.crop_size,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        num_samples=args.num_samples,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        train_fraction=args.train_fraction,
+        val_fraction=args.val_fraction,
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        recipe=args.recipe,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
         force_recipe=args.force_recipe,
     )
     metrics = run_segment(cfg)

@@ -133,7 +133,9 @@ class VolumeCache:
         if found is not None:
             shape = found.meta.get("original_shape", [])
             if not self.allow_2d and 1 in shape:
-                raise DataError(record.name, f"2D image of shape {tuple(shape)} where a 3D volume is expected")
+                raise DataError(
+                    record.name, f"2D image of shape {tuple(shape)} where a 3D volume is expected"
+                )
             return found
         t0 = time.perf_counter()
         try:

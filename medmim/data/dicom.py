@@ -102,16 +102,25 @@ def _series_files(folder: Path, series: str | None) -> list[Path]:
 
     uids = list_series(folder)
     if not uids:
-        raise DataError(folder, "holds no DICOM image GDCM can read (not images, e.g. reports "
-                        "or RT structures, or corrupt files); remove the folder from the source")
+        raise DataError(
+            folder,
+            "holds no DICOM image GDCM can read (not images, e.g. reports "
+            "or RT structures, or corrupt files); remove the folder from the source",
+        )
     if series is None and len(uids) > 1:
         tags = ", ".join(series_tag(u) for u in uids)
-        raise DataError(folder, f"holds {len(uids)} DICOM series ({tags}); give the folder as a "
-                        "source (one record per series) or pass the series to read")
+        raise DataError(
+            folder,
+            f"holds {len(uids)} DICOM series ({tags}); give the folder as a "
+            "source (one record per series) or pass the series to read",
+        )
     uid = uids[0] if series is None else series
     if uid not in uids:
-        raise DataError(folder, f"has no DICOM series {series_tag(uid)}; it holds "
-                        f"{', '.join(series_tag(u) for u in uids)}")
+        raise DataError(
+            folder,
+            f"has no DICOM series {series_tag(uid)}; it holds "
+            f"{', '.join(series_tag(u) for u in uids)}",
+        )
     return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
 
 
@@ -122,7 +131,9 @@ def _quiet_pydicom():
     from pydicom import config
 
     saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode
-    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = (
+        config.IGNORE
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -146,32 +157,47 @@ def _check_headers(path: Path, files: Sequence[Path], headers: Sequence[Any], se
     first = headers[0]
     modality = str(first.get("Modality", "") or "").upper()
     if modality in NON_IMAGE_MODALITIES:
-        raise DataError(files[0], f"is {NON_IMAGE_MODALITIES[modality]} (Modality {modality}); "
-                        "remove it from the image source")
+        raise DataError(
+            files[0],
+            f"is {NON_IMAGE_MODALITIES[modality]} (Modality {modality}); "
+            "remove it from the image source",
+        )
     if int(first.get("SamplesPerPixel", 1) or 1) > 1:
-        raise rgb_error(files[0], f"SamplesPerPixel {first.SamplesPerPixel}, "
-                        f"{first.get('PhotometricInterpretation', 'colour')}")
+        raise rgb_error(
+            files[0],
+            f"SamplesPerPixel {first.SamplesPerPixel}, "
+            f"{first.get('PhotometricInterpretation', 'colour')}",
+        )
     if len(files) == 1:
         return
     name = f"{path} ({series_tag(series)})" if series else path
     if any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in headers):
-        raise DataError(name, f"series of {len(files)} files, some multi-frame; move each "
-                        "multi-frame file to its own folder or give it as its own source")
+        raise DataError(
+            name,
+            f"series of {len(files)} files, some multi-frame; move each "
+            "multi-frame file to its own folder or give it as its own source",
+        )
     positions = []
     for file, header in zip(files, headers):
         if "ImagePositionPatient" not in header:
-            raise DataError(file, "has no ImagePositionPatient: its place in the series is "
-                            "unknown; fix the export or remove the file")
+            raise DataError(
+                file,
+                "has no ImagePositionPatient: its place in the series is "
+                "unknown; fix the export or remove the file",
+            )
         position = np.asarray(header.ImagePositionPatient, dtype=np.float64)
         positions.append(tuple(np.round(position / POSITION_TOLERANCE) * POSITION_TOLERANCE))
     repeated = [(p, n) for p, n in Counter(positions).items() if n > 1]
     if repeated:
         pos, n = repeated[0]
         names = [f.name for f, p in zip(files, positions) if p == pos][:4]
-        raise DataError(name, f"{n} files share the slice position ({', '.join(f'{v:g}' for v in pos)}) "
-                        f"mm ({', '.join(names)}); a series holds one slice per position: remove "
-                        "the duplicates (a copied file or a second reconstruction)"
-                        + (f"; {len(repeated)} positions are repeated" if len(repeated) > 1 else ""))
+        raise DataError(
+            name,
+            f"{n} files share the slice position ({', '.join(f'{v:g}' for v in pos)}) "
+            f"mm ({', '.join(names)}); a series holds one slice per position: remove "
+            "the duplicates (a copied file or a second reconstruction)"
+            + (f"; {len(repeated)} positions are repeated" if len(repeated) > 1 else ""),
+        )
     _warn_uneven_gaps(name, headers, positions)
 
 
@@ -184,8 +210,13 @@ def _warn_uneven_gaps(name: Any, headers: Sequence[Any], positions: list[tuple])
     normal = np.cross(iop[:3], iop[3:])
     gaps = np.diff(np.sort(np.asarray(positions) @ normal))
     if gaps.size and gaps.max() - gaps.min() > max(0.01 * abs(gaps.mean()), POSITION_TOLERANCE):
-        log.warning("%s: slice gaps vary from %.3g to %.3g mm (missing slices?); spacing is "
-                    "taken from the first two", name, gaps.min(), gaps.max())
+        log.warning(
+            "%s: slice gaps vary from %.3g to %.3g mm (missing slices?); spacing is "
+            "taken from the first two",
+            name,
+            gaps.min(),
+            gaps.max(),
+        )
 
 
 def _read_image(where: Path, files: Sequence[Path], header: Any) -> Any:
@@ -233,10 +264,15 @@ def _decompressed(files: Sequence[Path], folder: Path) -> list[Path]:
 def _undecodable(where: Path, syntax: Any, gdcm_error: Exception, exc: Exception) -> DataError:
     name = str(getattr(syntax, "name", syntax))
     packages = next((p for k, p in DECODER_PACKAGES.items() if name.startswith(k)), None)
-    fix = f"`pip install {packages}` (or `pip install python-gdcm`)" if packages else (
-        "`pip install python-gdcm`")
-    return DataError(where, f"pixel data in transfer syntax '{name}' ({syntax}) cannot be "
-                     f"decoded: install a decoder for pydicom, {fix}, or decompress the files "
-                     f"(`gdcmconv --raw IN OUT`). SimpleITK/GDCM: {itk_reason(gdcm_error)}; "
-                     f"pydicom: {short_error(exc)}")
-
+    fix = (
+        f"`pip install {packages}` (or `pip install python-gdcm`)"
+        if packages
+        else ("`pip install python-gdcm`")
+    )
+    return DataError(
+        where,
+        f"pixel data in transfer syntax '{name}' ({syntax}) cannot be "
+        f"decoded: install a decoder for pydicom, {fix}, or decompress the files "
+        f"(`gdcmconv --raw IN OUT`). SimpleITK/GDCM: {itk_reason(gdcm_error)}; "
+        f"pydicom: {short_error(exc)}",
+    )

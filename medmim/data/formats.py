@@ -88,8 +88,11 @@ Raw = tuple[np.ndarray, np.ndarray, dict]
 
 def rgb_error(path: str | Path, what: str) -> DataError:
     """The error for colour (RGB) or vector pixels, which medmim does not read."""
-    return DataError(path, f"has colour/vector pixels ({what}); medmim reads one intensity per "
-                     "voxel: convert it to grayscale or remove it from the source")
+    return DataError(
+        path,
+        f"has colour/vector pixels ({what}); medmim reads one intensity per "
+        "voxel: convert it to grayscale or remove it from the source",
+    )
 
 
 def image_to_ras(path: Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +142,11 @@ def _read_nifti(path: Path, **_: Any) -> Raw:
     header = nib.load(str(path)).header  # as stored: MONAI rebuilds a NaN affine from pixdim
     if not np.isfinite(header.get_best_affine()).all():
         codes = f"sform_code {int(header['sform_code'])}, qform_code {int(header['qform_code'])}"
-        raise DataError(path, f"its header affine holds NaN or infinite values ({codes}); fix "
-                        "the sform/qform (e.g. nibabel `img.set_sform(affine, code=1)`)")
+        raise DataError(
+            path,
+            f"its header affine holds NaN or infinite values ({codes}); fix "
+            "the sform/qform (e.g. nibabel `img.set_sform(affine, code=1)`)",
+        )
     return _read_monai(NibabelReader(), path)
 
 

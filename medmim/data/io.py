@@ -86,17 +86,21 @@ def load_volume(
     path = Path(path)
     fmt = _check_path(path)
     if path.is_file() and not os.access(path, os.R_OK):
-        raise DataError(path, "cannot be opened: permission denied; fix its permissions "
-                        "(chmod a+r) or remove it from the source")
-    try:
-        array, affine, extra = READERS[fmt](
-            path, key=array_key, index=array_index, series=series
+        raise DataError(
+            path,
+            "cannot be opened: permission denied; fix its permissions "
+            "(chmod a+r) or remove it from the source",
         )
+    try:
+        array, affine, extra = READERS[fmt](path, key=array_key, index=array_index, series=series)
     except DataError:
         raise
     except PermissionError as exc:
-        raise DataError(path, f"cannot be opened: permission denied ({short_error(exc)}); fix its "
-                        "permissions (chmod a+r) or remove it from the source") from exc
+        raise DataError(
+            path,
+            f"cannot be opened: permission denied ({short_error(exc)}); fix its "
+            "permissions (chmod a+r) or remove it from the source",
+        ) from exc
     except Exception as exc:  # every reader error becomes a message naming the file
         raise DataError(
             path, f"cannot be read as {fmt} (corrupt or truncated?): {itk_reason(exc)}"
@@ -130,19 +134,28 @@ def check_geometry(path: str | Path, affine: np.ndarray, shape: tuple[int, ...])
     """
     affine = np.asarray(affine, dtype=np.float64)
     if not np.isfinite(affine).all():
-        raise DataError(path, "its voxel -> world affine holds NaN or infinite values; fix the "
-                        "header geometry (NIfTI sform/qform, DICOM ImagePosition/Orientation)")
+        raise DataError(
+            path,
+            "its voxel -> world affine holds NaN or infinite values; fix the "
+            "header geometry (NIfTI sform/qform, DICOM ImagePosition/Orientation)",
+        )
     spacing = spacing_of(affine)
     text = " x ".join(f"{s:.4g}" for s in spacing)
     rotation = affine[:3, :3] / np.where(spacing > 0, spacing, 1.0)
     if spacing.min() <= 0 or abs(np.linalg.det(rotation)) < 1e-3:
-        raise DataError(path, f"its voxel -> world affine is singular (spacing {text} mm, axes "
-                        f"{np.round(affine[:3, :3], 4).tolist()}): an axis has zero length or two "
-                        "axes are parallel; fix the header geometry")
+        raise DataError(
+            path,
+            f"its voxel -> world affine is singular (spacing {text} mm, axes "
+            f"{np.round(affine[:3, :3], 4).tolist()}): an axis has zero length or two "
+            "axes are parallel; fix the header geometry",
+        )
     if spacing.min() < MIN_SPACING or spacing.max() > MAX_SPACING:
-        raise DataError(path, f"voxel spacing {text} mm is outside [{MIN_SPACING:g}, "
-                        f"{MAX_SPACING:g}] mm: wrong units (m or um instead of mm) or a broken "
-                        "header; fix the spacing (NIfTI pixdim / sform, DICOM PixelSpacing)")
+        raise DataError(
+            path,
+            f"voxel spacing {text} mm is outside [{MIN_SPACING:g}, "
+            f"{MAX_SPACING:g}] mm: wrong units (m or um instead of mm) or a broken "
+            "header; fix the spacing (NIfTI pixdim / sform, DICOM PixelSpacing)",
+        )
 
 
 def _check_voxels(path: Path, array: np.ndarray) -> np.ndarray:
@@ -152,8 +165,11 @@ def _check_voxels(path: Path, array: np.ndarray) -> np.ndarray:
     if array.dtype.names:
         raise rgb_error(path, f"voxel type with fields {', '.join(array.dtype.names)}")
     if np.iscomplexobj(array):
-        raise DataError(path, f"has complex voxels ({array.dtype}); medmim reads real "
-                        "intensities: save the magnitude (abs) as a real image")
+        raise DataError(
+            path,
+            f"has complex voxels ({array.dtype}); medmim reads real "
+            "intensities: save the magnitude (abs) as a real image",
+        )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(path, f"has non-numeric voxels ({array.dtype}); save a numeric image")
     return array

@@ -50,10 +50,30 @@ __all__ = ["ORGAN_CLASSES", "ORGAN_LABELS", "SIZES", "generate_phantoms", "split
 
 SPLITS = ("train", "val", "test")
 _DATALIST_SPLITS = {"train": "training", "val": "validation", "test": "test"}
-CSV_FIELDS = ("image", "label", "split", "phantom", "phantom_image", "nodule_id", "diameter_mm",
-              "volume_mm3", "center_x_mm", "center_y_mm", "center_z_mm", "center_i", "center_j",
-              "center_k", "lung", "juxtapleural", "lobulation", "spicules", "calcification",
-              "halo_mm", "cavitated", "crop_mask")
+CSV_FIELDS = (
+    "image",
+    "label",
+    "split",
+    "phantom",
+    "phantom_image",
+    "nodule_id",
+    "diameter_mm",
+    "volume_mm3",
+    "center_x_mm",
+    "center_y_mm",
+    "center_z_mm",
+    "center_i",
+    "center_j",
+    "center_k",
+    "lung",
+    "juxtapleural",
+    "lobulation",
+    "spicules",
+    "calcification",
+    "halo_mm",
+    "cavitated",
+    "crop_mask",
+)
 
 
 def split_of(index: int, n: int) -> str:
@@ -67,10 +87,20 @@ def split_of(index: int, n: int) -> str:
     return "train"
 
 
-def generate_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: str = "default", *,
-                      nodules: tuple[int, int] = (2, 4), p_malignant: float = 0.5, crop_size: int = 32,
-                      crop_spacing: float = 1.5, window: tuple[float, float] | None = None,
-                      workers: int = 1, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def generate_phantoms(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    size: str = "default",
+    *,
+    nodules: tuple[int, int] = (2, 4),
+    p_malignant: float = 0.5,
+    crop_size: int = 32,
+    crop_spacing: float = 1.5,
+    window: tuple[float, float] | None = None,
+    workers: int = 1,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Generate `n` phantoms and their derived datasets in `out_dir` (see the module docstring).
 
     Args:
@@ -90,17 +120,27 @@ def generate_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: str = "d
         organ crops, spacings, the files written and the seconds taken.
     """
     if size not in SIZES:
-        raise ConfigError(f"phantom size '{size}' is unknown.{did_you_mean(size, SIZES)} Choose one of {list(SIZES)}.")
+        raise ConfigError(
+            f"phantom size '{size}' is unknown.{did_you_mean(size, SIZES)} Choose one of {list(SIZES)}."
+        )
     if n < 1:
         raise ConfigError(f"phantom count n={n} must be at least 1.")
     if not 0 <= nodules[0] <= nodules[1]:
         raise ConfigError(f"nodules={nodules} must be (min, max) with 0 <= min <= max.")
     if not 0.0 <= p_malignant <= 1.0 or crop_size < 1 or crop_spacing <= 0:
-        raise ConfigError(f"p_malignant={p_malignant} must lie in [0, 1], crop_size={crop_size} be >= 1 "
-                          f"and crop_spacing={crop_spacing} be > 0.")
+        raise ConfigError(
+            f"p_malignant={p_malignant} must lie in [0, 1], crop_size={crop_size} be >= 1 "
+            f"and crop_spacing={crop_spacing} be > 0."
+        )
     window = tuple(window or RecipeConfig().window)
-    opts = PhantomOptions(size=size, nodules=tuple(nodules), p_malignant=p_malignant, crop_size=crop_size,
-                          crop_spacing=crop_spacing, window=window)  # type: ignore[arg-type]
+    opts = PhantomOptions(
+        size=size,
+        nodules=tuple(nodules),
+        p_malignant=p_malignant,
+        crop_size=crop_size,
+        crop_spacing=crop_spacing,
+        window=window,
+    )  # type: ignore[arg-type]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -137,16 +177,32 @@ def _write_datasets(out: Path, records: list[dict[str, Any]], opts: PhantomOptio
     writer.writerows(rows)
     (out / "nodules.csv").write_text(buf.getvalue(), encoding="utf-8")
     labels = {str(k): v for k, v in ORGAN_LABELS.items()}
-    organs: dict[str, Any] = {"name": "medmim phantoms: organs", "modality": {"0": "CT"}, "labels": labels}
-    tumors: dict[str, Any] = {"name": "medmim phantoms: tumors", "modality": {"0": "CT"},
-                              "labels": {"0": "background", "1": "tumor"}}
+    organs: dict[str, Any] = {
+        "name": "medmim phantoms: organs",
+        "modality": {"0": "CT"},
+        "labels": labels,
+    }
+    tumors: dict[str, Any] = {
+        "name": "medmim phantoms: tumors",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "tumor"},
+    }
     for split in SPLITS:
         part = [r for r in records if r["split"] == split]
-        organs[_DATALIST_SPLITS[split]] = [{"image": r["files"]["image"], "label": r["files"]["organs"]} for r in part]
+        organs[_DATALIST_SPLITS[split]] = [
+            {"image": r["files"]["image"], "label": r["files"]["organs"]} for r in part
+        ]
         tumors[_DATALIST_SPLITS[split]] = [
-            {"image": r["files"]["image"], "label": r["files"]["tumor"], "organ": r["tumor"]["organ"],
-             "center_mm": r["tumor"]["center_mm"], "diameter_mm": r["tumor"]["diameter_mm"]}
-            for r in part if r["tumor"] is not None]
+            {
+                "image": r["files"]["image"],
+                "label": r["files"]["tumor"],
+                "organ": r["tumor"]["organ"],
+                "center_mm": r["tumor"]["center_mm"],
+                "diameter_mm": r["tumor"]["diameter_mm"],
+            }
+            for r in part
+            if r["tumor"] is not None
+        ]
     save_json(out / "organs.json", organs)
     save_json(out / "tumors.json", tumors)
     files = ["nodules.csv", "organs.json", "tumors.json"]
@@ -156,28 +212,50 @@ def _write_datasets(out: Path, records: list[dict[str, Any]], opts: PhantomOptio
         for split in SPLITS:
             part = [r for r in records if r["split"] == split]
             images = [r["organ_crops"][size] for r in part]
-            arrays[f"{split}_images"] = np.concatenate(images) if images else np.zeros((0,) + (size,) * 3, np.uint8)
+            arrays[f"{split}_images"] = (
+                np.concatenate(images) if images else np.zeros((0,) + (size,) * 3, np.uint8)
+            )
             labels_ = [r["organ_labels"] for r in part]
-            arrays[f"{split}_labels"] = (np.concatenate(labels_) if labels_ else np.zeros(0, np.uint8))[:, None]
+            arrays[f"{split}_labels"] = (
+                np.concatenate(labels_) if labels_ else np.zeros(0, np.uint8)
+            )[:, None]
         save_npz(out / name, arrays)
         files.append(name)
     return files
 
 
 def _csv_row(rec: dict[str, Any], nod: dict[str, Any]) -> dict[str, Any]:
-    row = {"image": nod["crop"], "label": nod["malignant"], "split": rec["split"], "phantom": rec["name"],
-           "phantom_image": rec["files"]["image"], "nodule_id": nod["id"], "crop_mask": nod["crop_mask"]}
+    row = {
+        "image": nod["crop"],
+        "label": nod["malignant"],
+        "split": rec["split"],
+        "phantom": rec["name"],
+        "phantom_image": rec["files"]["image"],
+        "nodule_id": nod["id"],
+        "crop_mask": nod["crop_mask"],
+    }
     for axis, v in zip("xyz", nod["center_mm"]):
         row[f"center_{axis}_mm"] = v
     for axis, v in zip("ijk", nod["center_voxel"]):
         row[f"center_{axis}"] = v
-    for key in ("diameter_mm", "volume_mm3", "lung", "juxtapleural", "lobulation", "spicules",
-                "calcification", "halo_mm", "cavitated"):
+    for key in (
+        "diameter_mm",
+        "volume_mm3",
+        "lung",
+        "juxtapleural",
+        "lobulation",
+        "spicules",
+        "calcification",
+        "halo_mm",
+        "cavitated",
+    ):
         row[key] = int(nod[key]) if isinstance(nod[key], bool) else nod[key]
     return row
 
 
-def _summary(records: list[dict[str, Any]], opts: PhantomOptions, seed: int, files: list[str]) -> dict[str, Any]:
+def _summary(
+    records: list[dict[str, Any]], opts: PhantomOptions, seed: int, files: list[str]
+) -> dict[str, Any]:
     nodules = {s: Counter() for s in SPLITS}
     for rec in records:
         for nod in rec["nodules"]:
@@ -185,14 +263,20 @@ def _summary(records: list[dict[str, Any]], opts: PhantomOptions, seed: int, fil
     spacing = np.array([r["meta"]["spacing"] for r in records])
     organ_counts = Counter(ORGAN_CLASSES[int(c)] for r in records for c in r["organ_labels"])
     return {
-        "n": len(records), "seed": seed, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()},
+        "n": len(records),
+        "seed": seed,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()},
         "splits": dict(Counter(r["split"] for r in records)),
-        "nodules": {s: {"benign": c["benign"], "malignant": c["malignant"]} for s, c in nodules.items()},
+        "nodules": {
+            s: {"benign": c["benign"], "malignant": c["malignant"]} for s, c in nodules.items()
+        },
         "tumors": dict(Counter(r["tumor"]["organ"] for r in records if r["tumor"] is not None)),
         "organ_crops": {o: organ_counts[o] for o in ORGAN_CLASSES},
         "anisotropic": int((spacing[:, 2] / spacing[:, 0] > 1.25).sum()),
-        "spacing_mm": {"inplane": [float(spacing[:, 0].min()), float(spacing[:, 0].max())],
-                       "slice": [float(spacing[:, 2].min()), float(spacing[:, 2].max())]},
+        "spacing_mm": {
+            "inplane": [float(spacing[:, 0].min()), float(spacing[:, 0].max())],
+            "slice": [float(spacing[:, 2].min()), float(spacing[:, 2].max())],
+        },
         "voxels": int(sum(np.prod(r["meta"]["shape"]) for r in records)),
         "organ_labels": {str(k): v for k, v in ORGAN_LABELS.items()},
         "organ_classes": {str(i): o for i, o in enumerate(ORGAN_CLASSES)},

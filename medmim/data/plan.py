@@ -136,7 +136,9 @@ def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
         "#   medmim pretrain --config smart data.source=... data.plan=THIS_FILE\n"
         "#   medmim segment|classify|cluster|attention|localize ... --plan THIS_FILE\n"
     )
-    path.write_text(header + yaml.safe_dump(plan, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    path.write_text(
+        header + yaml.safe_dump(plan, sort_keys=False, default_flow_style=None), encoding="utf-8"
+    )
     return path
 
 
@@ -191,8 +193,13 @@ def apply_plan(cfg: Any, path: str | Path) -> Any:
     if plan.get("crop_size") and not native:
         OmegaConf.update(cfg, "data.crop_size", [int(c) for c in plan["crop_size"]], merge=False)
     OmegaConf.update(cfg, "data.plan", "", merge=False)
-    log.info("data.plan %s: %s, recipe %s%s", path, plan.get("modality", "?"), recipe,
-             "" if native else f", crop_size {plan.get('crop_size')}")
+    log.info(
+        "data.plan %s: %s, recipe %s%s",
+        path,
+        plan.get("modality", "?"),
+        recipe,
+        "" if native else f", crop_size {plan.get('crop_size')}",
+    )
     return cfg
 
 
@@ -205,14 +212,16 @@ def format_plan(plan: dict[str, Any]) -> str:
         if r["intensity"] == "ct"
         else f"foreground z-score, clipped to percentiles {r['percentiles']}"
     )
-    return "\n".join([
-        f"modality: {plan['modality']} {plan['modality_votes']} (from: {how})",
-        f"recipe: '{plan['preset']}' ({norm})",
-        f"spacing: median {s['median']} mm -> target {s['target']} mm"
-        + (" (anisotropic: 10th percentile on the coarse axis)" if s["anisotropic"] else ""),
-        f"shape: median {plan['shape']['median']} -> {plan['shape']['median_resampled']} resampled",
-        f"crop_size: {plan['crop_size']} (Swin and ViT), ViT only: {plan['crop_size_vit']}",
-    ])
+    return "\n".join(
+        [
+            f"modality: {plan['modality']} {plan['modality_votes']} (from: {how})",
+            f"recipe: '{plan['preset']}' ({norm})",
+            f"spacing: median {s['median']} mm -> target {s['target']} mm"
+            + (" (anisotropic: 10th percentile on the coarse axis)" if s["anisotropic"] else ""),
+            f"shape: median {plan['shape']['median']} -> {plan['shape']['median_resampled']} resampled",
+            f"crop_size: {plan['crop_size']} (Swin and ViT), ViT only: {plan['crop_size_vit']}",
+        ]
+    )
 
 
 def prepare_run_config(cfg: Any) -> Any:

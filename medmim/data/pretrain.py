@@ -167,13 +167,19 @@ def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, Ca
     First, unless `data.recipe_check=false`, a few raw scans must match the recipe's modality
     (`medmim.data.recipe_check`), so a CT window never silently flattens an MR source."""
     unlisted: list[DataError] = []  # sub-folders that cannot be listed, under on_error=skip
-    records = resolve_source(cfg.source, key=cfg.key, split=cfg.split,
-                             skipped=unlisted if cfg.on_error == "skip" else None)
+    records = resolve_source(
+        cfg.source,
+        key=cfg.key,
+        split=cfg.split,
+        skipped=unlisted if cfg.on_error == "skip" else None,
+    )
     if cfg.recipe_check:
         from medmim.data.recipe_check import check_recipe_modality
 
         check_recipe_modality(records, cfg.recipe, source=str(cfg.source))
-    cache = VolumeCache(cache_root(cfg.cache_dir, run_dir), cfg.recipe, allow_2d=cfg.mode == "native")
+    cache = VolumeCache(
+        cache_root(cfg.cache_dir, run_dir), cfg.recipe, allow_2d=cfg.mode == "native"
+    )
     t0 = time.perf_counter()
     volumes, errors = cache_records(
         records, cache, on_error=cfg.on_error, desc="preprocess + cache"
@@ -209,7 +215,9 @@ def native_tokens(cfg: Any) -> tuple[int, int]:
             f"{list(cfg.recipe.spacing)} would resample them; set data.recipe.spacing=null"
         )
     if cfg.num_views != 1:
-        raise ConfigError(f"data.mode=native makes one crop per scan; set data.num_views=1 (got {cfg.num_views})")
+        raise ConfigError(
+            f"data.mode=native makes one crop per scan; set data.num_views=1 (got {cfg.num_views})"
+        )
     if p < 1 or p & (p - 1):
         raise ConfigError(f"data.patch_size={p}: give a power of two (PUMIT: 16)")
     if h != w or min(d, h) < p or d % p or h % p:

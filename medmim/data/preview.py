@@ -59,8 +59,14 @@ def save_views_png(
     return out
 
 
-def preview_views(record: Record, recipe: RecipeConfig, out: str | Path, crop: Sequence[int], cache_dir: str | Path,
-                  seed: int = 0) -> Path:
+def preview_views(
+    record: Record,
+    recipe: RecipeConfig,
+    out: str | Path,
+    crop: Sequence[int],
+    cache_dir: str | Path,
+    seed: int = 0,
+) -> Path:
     """Cache `record` under `recipe`, draw two training views and save the three-plane PNG.
 
     Args:
@@ -80,7 +86,13 @@ def preview_views(record: Record, recipe: RecipeConfig, out: str | Path, crop: S
 
     entry = VolumeCache(cache_dir, recipe).ensure(record)
     volume = entry.array()
-    views = ViewSampler(list(crop), AugmentConfig())(volume, np.random.default_rng(seed), entry.meta["background"])
+    views = ViewSampler(list(crop), AugmentConfig())(
+        volume, np.random.default_rng(seed), entry.meta["background"]
+    )
     rows = [("scan", volume)] + [(f"view {i + 1}", v.numpy()) for i, v in enumerate(views)]
-    return save_views_png(rows, out, title=Path(record.name).name,
-                          vrange=(0.0, 1.0) if recipe.intensity == "ct" else None)
+    return save_views_png(
+        rows,
+        out,
+        title=Path(record.name).name,
+        vrange=(0.0, 1.0) if recipe.intensity == "ct" else None,
+    )

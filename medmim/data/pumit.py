@@ -79,7 +79,9 @@ def slice_axis(spacing: Sequence[float], shape: Sequence[int]) -> int:
     return int(len(spacing) - 1 - np.argmax(np.asarray(spacing, dtype=np.float64)[::-1]))
 
 
-def slice_first(spacing: Sequence[float], shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[float, float, float]]:
+def slice_first(
+    spacing: Sequence[float], shape: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """The (C, X, Y, Z) -> (C, D, H, W) axis order that puts the slice axis first, and the
     spacing (s_D, s_H, s_W) in that order."""
     depth = slice_axis(spacing, shape)

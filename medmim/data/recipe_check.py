@@ -52,7 +52,7 @@ SAMPLES = 100_000
 
 
 def recipe_modality(recipe: Any) -> str | None:
-    """"CT", "MR" or None: the modality a recipe is made for (see the module docstring)."""
+    """ "CT", "MR" or None: the modality a recipe is made for (see the module docstring)."""
     recipe = check_recipe(recipe)
     if recipe.intensity == "ct" and float(recipe.window[0]) < 0:
         return "CT"
@@ -131,9 +131,15 @@ def _mismatch(recipe, expected, found, wrong, records, fixes, what, source) -> s
     else:
         made = f"an MR normalisation (intensity={recipe.intensity})"
     how = sorted({m[1] for m in wrong.values()})
-    why = "their DICOM Modality tag" if how == ["dicom"] else (
-        "under 1% of the voxels below -500 HU: no air in Hounsfield units" if actual == "MR"
-        else "1% or more of the voxels below -500 HU: air in Hounsfield units")
+    why = (
+        "their DICOM Modality tag"
+        if how == ["dicom"]
+        else (
+            "under 1% of the voxels below -500 HU: no air in Hounsfield units"
+            if actual == "MR"
+            else "1% or more of the voxels below -500 HU: air in Hounsfield units"
+        )
+    )
     example = next(iter(wrong))
     archive = all(r.array_key is not None for r in records[:1]) and actual == "MR"
     preset = "medmnist" if archive else actual.lower()

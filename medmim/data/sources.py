@@ -198,8 +198,11 @@ def dicom_records(folder: str | Path) -> list[Record]:
 
 
 def _unlistable(folder: Path, exc: OSError) -> DataError:
-    return DataError(folder, f"cannot be listed ({exc.strerror or exc}); fix its permissions or "
-                     "move it out of the source folder")
+    return DataError(
+        folder,
+        f"cannot be listed ({exc.strerror or exc}); fix its permissions or "
+        "move it out of the source folder",
+    )
 
 
 def read_datalist(path: str | Path, *, key: str = "image", split: str = "training") -> list[Record]:
@@ -218,11 +221,16 @@ def read_datalist(path: str | Path, *, key: str = "image", split: str = "trainin
     records = []
     entries = data[split]
     if not isinstance(entries, list):
-        raise DataError(path, f"section '{split}' is a {type(entries).__name__}, not a list of entries")
+        raise DataError(
+            path, f"section '{split}' is a {type(entries).__name__}, not a list of entries"
+        )
     for i, item in enumerate(entries):
         if not isinstance(item, (str, dict)):
-            raise DataError(path, f"{split}[{i}] is a {type(item).__name__} ({item!r:.40}), not an "
-                            f'object like {{"{key}": "path"}} or a path')
+            raise DataError(
+                path,
+                f"{split}[{i}] is a {type(item).__name__} ({item!r:.40}), not an "
+                f'object like {{"{key}": "path"}} or a path',
+            )
         item = {key: item} if isinstance(item, str) else dict(item)
         if key not in item:
             raise DataError(
@@ -264,8 +272,9 @@ def csv_header(path: str | Path) -> list[str]:
             fh.read()  # decode the rest now, so a bad byte further down is reported here
     except UnicodeDecodeError as exc:
         raise DataError(
-            path, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
-            "save it as UTF-8 (CSV UTF-8 in a spreadsheet program)"
+            path,
+            f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+            "save it as UTF-8 (CSV UTF-8 in a spreadsheet program)",
         ) from exc
     if not header:
         raise DataError(path, "is empty: a CSV needs a header row naming its columns")
@@ -304,17 +313,25 @@ def read_medmnist(path: str | Path, *, split: str = "train") -> list[Record]:
 def _check_medmnist_labels(path: Path, split: str, n: int, labels: np.ndarray) -> None:
     """One finite label per volume."""
     if labels.shape[:1] != (n,):
-        raise DataError(path, f"'{split}_labels' has shape {labels.shape} but '{split}_images' "
-                        f"holds {n} volumes; MedMNIST needs one label row per volume, (N, 1): "
-                        "re-download or re-export the archive")
+        raise DataError(
+            path,
+            f"'{split}_labels' has shape {labels.shape} but '{split}_images' "
+            f"holds {n} volumes; MedMNIST needs one label row per volume, (N, 1): "
+            "re-download or re-export the archive",
+        )
     if not np.issubdtype(labels.dtype, np.number):
-        raise DataError(path, f"'{split}_labels' has non-numeric type {labels.dtype}; "
-                        "MedMNIST labels are integers")
+        raise DataError(
+            path,
+            f"'{split}_labels' has non-numeric type {labels.dtype}; MedMNIST labels are integers",
+        )
     bad = ~np.isfinite(labels.astype(np.float64).reshape(-1))
     if bad.any():
-        raise DataError(path, f"'{split}_labels' holds {int(bad.sum())} NaN/infinite labels "
-                        f"(first at volume {int(np.argmax(bad))}); MedMNIST labels are integers: "
-                        "re-download or re-export the archive")
+        raise DataError(
+            path,
+            f"'{split}_labels' holds {int(bad.sum())} NaN/infinite labels "
+            f"(first at volume {int(np.argmax(bad))}); MedMNIST labels are integers: "
+            "re-download or re-export the archive",
+        )
 
 
 def _record(base: Path, item: dict[str, Any], key: str) -> Record:

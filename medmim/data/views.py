@@ -76,7 +76,9 @@ class ViewSampler:
     ) -> None:
         self.crop_size = _size3(crop_size, "crop_size")
         self.base_crop = None if base_crop is None else _size3(base_crop, "base_crop_size")
-        if self.base_crop is not None and any(b < c for b, c in zip(self.base_crop, self.crop_size)):
+        if self.base_crop is not None and any(
+            b < c for b, c in zip(self.base_crop, self.crop_size)
+        ):
             raise ValueError(
                 f"base_crop_size {list(self.base_crop)} must be at least crop_size "
                 f"{list(self.crop_size)} on every axis (the views are drawn inside it)"
@@ -111,8 +113,13 @@ class ViewSampler:
             region = random_region(volume, self.base_crop, children[-1], background)
         views = [self.view(region, children[i], i, background) for i in range(self.num_views)]
         local = [
-            self.view(region, children[self.num_views + j], self.num_views + j, background,
-                      self.local_crop_size)
+            self.view(
+                region,
+                children[self.num_views + j],
+                self.num_views + j,
+                background,
+                self.local_crop_size,
+            )
             for j in range(self.local_views)
         ]
         return views, local

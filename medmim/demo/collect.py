@@ -58,7 +58,9 @@ def pretrain_rows(out: Path, method: str) -> tuple[list[dict[str, Any]], float |
     if not (run / "metrics.jsonl").is_file():
         return [], None
     k = (run_config(out, method).get("method") or {}).get("out_dim")
-    return read_metrics(run / "metrics.jsonl"), float(np.log(k)) if isinstance(k, int) and k > 1 else None
+    return read_metrics(run / "metrics.jsonl"), float(np.log(k)) if isinstance(
+        k, int
+    ) and k > 1 else None
 
 
 def _localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, float]]:
@@ -202,8 +204,9 @@ class Collected:
             return None
         if task in ("linear", "finetune"):
             y = np.array([v[0] for v in cases.values()])
-            return stats.auc_ci(y, np.array([v[1] for v in cases.values()]), self.cfg.seed,
-                                self.groups(list(cases)))
+            return stats.auc_ci(
+                y, np.array([v[1] for v in cases.values()]), self.cfg.seed, self.groups(list(cases))
+            )
         values = list(self.values(task, label, key).values())
         return stats.mean_ci(np.array(values), self.cfg.seed) if values else None
 
@@ -215,7 +218,12 @@ class Collected:
         if task in ("linear", "finetune"):
             keys = sorted(set(a) & set(b))
             y = np.array([a[k][0] for k in keys])
-            return stats.auc_delta(y, np.array([a[k][1] for k in keys]),
-                                   np.array([b[k][1] for k in keys]), self.cfg.seed, self.groups(keys))
+            return stats.auc_delta(
+                y,
+                np.array([a[k][1] for k in keys]),
+                np.array([b[k][1] for k in keys]),
+                self.cfg.seed,
+                self.groups(keys),
+            )
         xa, xb = stats.paired(self.values(task, label), self.values(task, base))
         return stats.mean_delta(xa, xb, self.cfg.seed) if len(xa) else None

@@ -113,25 +113,51 @@ class DemoConfig:
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {
-        "phantoms": 24, "nodules": [3, 5], "pretrain_steps": 50, "linear_folds": 3,
-        "finetune_folds": 1, "finetune_epochs": 3, "segment_steps": 12, "segment_eval_cases": 2,
-        "localize_eval_cases": 4, "cluster_projection": "pca", "noise_floor": False,
+        "phantoms": 24,
+        "nodules": [3, 5],
+        "pretrain_steps": 50,
+        "linear_folds": 3,
+        "finetune_folds": 1,
+        "finetune_epochs": 3,
+        "segment_steps": 12,
+        "segment_eval_cases": 2,
+        "localize_eval_cases": 4,
+        "cluster_projection": "pca",
+        "noise_floor": False,
     },
     # For a machine with a GPU (`medmim demo --gpu`): 12x the pretraining steps at a batch of 16
     # (at most the 20 pretraining phantoms), longer fine-tuning and segmentation, every held-out
     # case scored. Not measured on a GPU yet.
     "gpu": {
-        "pretrain_steps": 3000, "batch_size": 16, "finetune_epochs": 12, "segment_steps": 400,
-        "segment_eval_cases": 0, "localize_eval_cases": 0,
+        "pretrain_steps": 3000,
+        "batch_size": 16,
+        "finetune_epochs": 12,
+        "segment_steps": 400,
+        "segment_eval_cases": 0,
+        "localize_eval_cases": 0,
     },
     "tiny": {
-        "phantoms": 4, "nodules": [4, 6], "pretrain_steps": 2, "batch_size": 2,
-        "pretrain_overrides": ["model.embed_dim=12", "model.depths=[1,1,1,1]",
-                               "model.num_heads=[1,1,2,4]", "method.out_dim=128",
-                               "method.hidden_dim=32", "method.bottleneck_dim=16"],
-        "linear_folds": 2, "finetune_folds": 1, "finetune_epochs": 1, "segment_steps": 1,
-        "segment_eval_cases": 1, "localize_eval_cases": 1, "max_figures": 1,
-        "cluster_projection": "pca", "noise_floor": False,
+        "phantoms": 4,
+        "nodules": [4, 6],
+        "pretrain_steps": 2,
+        "batch_size": 2,
+        "pretrain_overrides": [
+            "model.embed_dim=12",
+            "model.depths=[1,1,1,1]",
+            "model.num_heads=[1,1,2,4]",
+            "method.out_dim=128",
+            "method.hidden_dim=32",
+            "method.bottleneck_dim=16",
+        ],
+        "linear_folds": 2,
+        "finetune_folds": 1,
+        "finetune_epochs": 1,
+        "segment_steps": 1,
+        "segment_eval_cases": 1,
+        "localize_eval_cases": 1,
+        "max_figures": 1,
+        "cluster_projection": "pca",
+        "noise_floor": False,
     },
 }
 
@@ -152,7 +178,10 @@ class PresetDemo:
 
     def for_crop(self, crop: int) -> list[str]:
         """The overrides for cubic crops of `crop` voxels."""
-        grids = [f"{key}=[{crop // cell},{crop // cell},{crop // cell}]" for key, cell in self.crop_grid.items()]
+        grids = [
+            f"{key}=[{crop // cell},{crop // cell},{crop // cell}]"
+            for key, cell in self.crop_grid.items()
+        ]
         return list(self.overrides) + grids
 
 
@@ -171,15 +200,19 @@ def preset_demo(preset: str) -> PresetDemo:
         raise ConfigError(f"preset '{preset}', section 'demo': {exc}") from exc
 
 
-def demo_config(profile: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+def demo_config(
+    profile: str = "default", overrides: list[str] | tuple[str, ...] = ()
+) -> DemoConfig:
     """The settings of a budget, with `key=value` overrides (values parsed as YAML).
 
     Raises:
         ConfigError: an unknown profile or key, a bad value (with the closest name).
     """
     if profile not in PROFILES:
-        raise ConfigError(f"demo budget '{profile}' is unknown.{did_you_mean(profile, list(PROFILES))} "
-                          f"Budgets: {', '.join(PROFILES)}")
+        raise ConfigError(
+            f"demo budget '{profile}' is unknown.{did_you_mean(profile, list(PROFILES))} "
+            f"Budgets: {', '.join(PROFILES)}"
+        )
     node = validate(OmegaConf.create(PROFILES[profile]), DemoConfig)
     node = validate(apply_overrides(node, list(overrides)), DemoConfig)
     cfg = OmegaConf.to_object(node)
@@ -204,19 +237,31 @@ def check(cfg: DemoConfig) -> None:
         problems.append(f"feature={cfg.feature}: one of auto, cls, pooled, patch_mean")
     if len(cfg.nodules) != 2 or not 1 <= cfg.nodules[0] <= cfg.nodules[1]:
         problems.append(f"nodules={cfg.nodules}: give [min, max] with 1 <= min <= max")
-    for name in ("pretrain_steps", "batch_size", "linear_folds", "finetune_folds",
-                 "finetune_epochs", "segment_train_cases", "segment_steps"):
+    for name in (
+        "pretrain_steps",
+        "batch_size",
+        "linear_folds",
+        "finetune_folds",
+        "finetune_epochs",
+        "segment_train_cases",
+        "segment_steps",
+    ):
         if getattr(cfg, name) < 1:
             problems.append(f"{name}={getattr(cfg, name)}: must be at least 1")
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown or not cfg.methods:
-        problems.append(f"tasks={cfg.tasks}: choose from {', '.join(TASKS)}{did_you_mean(unknown[0], TASKS)}"
-                        if unknown else "methods=[]: give at least one method, e.g. methods=[<name>] "
-                        "with a <name>_demo preset")
+        problems.append(
+            f"tasks={cfg.tasks}: choose from {', '.join(TASKS)}{did_you_mean(unknown[0], TASKS)}"
+            if unknown
+            else "methods=[]: give at least one method, e.g. methods=[<name>] "
+            "with a <name>_demo preset"
+        )
     train = cfg.phantoms - min(max(1, round(cfg.holdout * cfg.phantoms)), cfg.phantoms - 1)
     if cfg.batch_size > train:
-        problems.append(f"batch_size={cfg.batch_size}: at most the {train} pretraining phantoms "
-                        f"(phantoms={cfg.phantoms}, holdout={cfg.holdout}); lower it or add phantoms")
+        problems.append(
+            f"batch_size={cfg.batch_size}: at most the {train} pretraining phantoms "
+            f"(phantoms={cfg.phantoms}, holdout={cfg.holdout}); lower it or add phantoms"
+        )
     if problems:
         raise ConfigError("medmim demo: " + "; ".join(problems))
 

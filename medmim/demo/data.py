@@ -76,10 +76,15 @@ def write_datalists(cfg: DemoConfig, folder: Path) -> dict[str, int]:
 
     datalists = {
         "demo_pretrain": {**header, "training": [{"image": e["image"]} for e in train]},
-        "demo_organs": {**header, "training": train[: cfg.segment_train_cases],
-                        "validation": first(held, cfg.segment_eval_cases)},
-        "demo_tumors": {**{k: v for k, v in tumors.items() if not isinstance(v, list)},
-                        "test": first(held_tumors, cfg.localize_eval_cases)},
+        "demo_organs": {
+            **header,
+            "training": train[: cfg.segment_train_cases],
+            "validation": first(held, cfg.segment_eval_cases),
+        },
+        "demo_tumors": {
+            **{k: v for k, v in tumors.items() if not isinstance(v, list)},
+            "test": first(held_tumors, cfg.localize_eval_cases),
+        },
     }
     for name, value in datalists.items():
         (folder / f"{name}.json").write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
@@ -88,15 +93,20 @@ def write_datalists(cfg: DemoConfig, folder: Path) -> dict[str, int]:
     for r in rows:
         r["split"] = "train" if _phantom_index(r["phantom"]) < n_train else "test"
     with (folder / "demo_nodules.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image", "label", "split"])
+        writer = csv.DictWriter(
+            f, fieldnames=list(rows[0]) if rows else ["image", "label", "split"]
+        )
         writer.writeheader()
         writer.writerows(rows)
-    return {"pretrain_scans": len(train), "held_out_scans": len(held),
-            "nodules_train": sum(r["split"] == "train" for r in rows),
-            "nodules_test": sum(r["split"] == "test" for r in rows),
-            "segment_train": len(datalists["demo_organs"]["training"]),
-            "segment_eval": len(datalists["demo_organs"]["validation"]),
-            "localize_eval": len(datalists["demo_tumors"]["test"])}
+    return {
+        "pretrain_scans": len(train),
+        "held_out_scans": len(held),
+        "nodules_train": sum(r["split"] == "train" for r in rows),
+        "nodules_test": sum(r["split"] == "test" for r in rows),
+        "segment_train": len(datalists["demo_organs"]["training"]),
+        "segment_eval": len(datalists["demo_organs"]["validation"]),
+        "localize_eval": len(datalists["demo_tumors"]["test"]),
+    }
 
 
 def data_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
@@ -109,8 +119,15 @@ def data_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
 
     folder = phantom_dir(out)
     print(f"    {cfg.phantoms} synthetic CT phantoms ({cfg.phantom_size}) -> {folder}", flush=True)
-    generate_phantoms(folder, cfg.phantoms, seed=cfg.seed, size=cfg.phantom_size,
-                      nodules=tuple(cfg.nodules), crop_spacing=cfg.nodule_crop_mm, workers=2)
+    generate_phantoms(
+        folder,
+        cfg.phantoms,
+        seed=cfg.seed,
+        size=cfg.phantom_size,
+        nodules=tuple(cfg.nodules),
+        crop_spacing=cfg.nodule_crop_mm,
+        workers=2,
+    )
     counts = write_datalists(cfg, folder)
     records = resolve_source(folder / "demo_pretrain.json")
     fp = fingerprint(resolve_source(folder / "images"), seed=cfg.seed)
@@ -118,9 +135,21 @@ def data_stage(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     print("    " + format_summary(fp).replace("\n", "\n    "), flush=True)
     cache = VolumeCache(out / ".cache", recipe_of(cfg))
     volumes, errors = cache_records(records, cache, desc="preprocess + cache")
-    print(f"    {len(volumes)} training scans cached at {cfg.spacing:g} mm, {len(errors)} skipped",
-          flush=True)
-    png = preview_views(records[0], recipe_of(cfg), out / "figures" / "views.png", crop=[cfg.crop] * 3,
-                  cache_dir=out / ".cache", seed=cfg.seed)
-    return {**counts,
-            "cached": len(volumes), "skipped": len(errors), "preview": str(png.relative_to(out))}
+    print(
+        f"    {len(volumes)} training scans cached at {cfg.spacing:g} mm, {len(errors)} skipped",
+        flush=True,
+    )
+    png = preview_views(
+        records[0],
+        recipe_of(cfg),
+        out / "figures" / "views.png",
+        crop=[cfg.crop] * 3,
+        cache_dir=out / ".cache",
+        seed=cfg.seed,
+    )
+    return {
+        **counts,
+        "cached": len(volumes),
+        "skipped": len(errors),
+        "preview": str(png.relative_to(out)),
+    }

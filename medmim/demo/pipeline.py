@@ -35,7 +35,8 @@ def check_settings(cfg: DemoConfig, out: Path, restart: bool) -> None:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:4])
             raise ConfigError(
                 f"{out} holds a demo made with other settings ({what}); its finished stages "
-                f"would not match. Use another --out, or --restart to delete it and start over")
+                f"would not match. Use another --out, or --restart to delete it and start over"
+            )
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(as_dict(cfg), indent=1) + "\n", encoding="utf-8")
 
@@ -55,10 +56,13 @@ def _run_log(runner: StageRunner, wall: float, loads: tuple) -> str:
         f"\n\nThis invocation: {wall:.0f} s wall ({len(runner.skipped)} stage(s) done before were "
         f"skipped). Load average (1 min) at start {start[0] if start else '?'}, at end "
         f"{end[0] if end else '?'}: above the core count means other work shared the CPU and "
-        "the times are longer than on an idle machine.")
+        "the times are longer than on an idle machine."
+    )
 
 
-def write_reports(cfg: DemoConfig, out: Path, runner: StageRunner, wall: float, loads: tuple) -> Path:
+def write_reports(
+    cfg: DemoConfig, out: Path, runner: StageRunner, wall: float, loads: tuple
+) -> Path:
     """OUT/report.md (comparison) and OUT/details.md (every command's own tables)."""
     from medmim.demo.report import write_demo_report
     from medmim.eval.report import write_report
@@ -68,13 +72,19 @@ def write_reports(cfg: DemoConfig, out: Path, runner: StageRunner, wall: float, 
     if folders:
         write_report(folders, out / "details.md", "medmim demo: every result")
     else:
-        (out / "details.md").write_text("# medmim demo: every result\n\nNo results yet.\n", encoding="utf-8")
+        (out / "details.md").write_text(
+            "# medmim demo: every result\n\nNo results yet.\n", encoding="utf-8"
+        )
     machine = machine_info()
     (out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n", encoding="utf-8")
-    return write_demo_report(cfg, out, _run_log(runner, wall, loads), f"Machine: {describe(machine)}.")
+    return write_demo_report(
+        cfg, out, _run_log(runner, wall, loads), f"Machine: {describe(machine)}."
+    )
 
 
-def run_demo(cfg: DemoConfig, out: str | Path, *, restart: bool = False, keep_going: bool = True) -> int:
+def run_demo(
+    cfg: DemoConfig, out: str | Path, *, restart: bool = False, keep_going: bool = True
+) -> int:
     """Run (or continue) the whole study in `out`; returns 0, or 1 if a stage failed."""
     out = Path(out)
     check_settings(cfg, out, restart)
@@ -95,7 +105,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, restart: bool = False, keep_go
     wall = time.perf_counter() - t0
     runner.say(f"\nwrote {report} ({wall / 60:.1f} min)")
     if runner.failed:
-        runner.say(f"{len(runner.failed)} stage(s) failed: {', '.join(runner.failed)}; see "
-                   f"{out / 'stages'}/*.failed.json, fix, and rerun the same command to retry them")
+        runner.say(
+            f"{len(runner.failed)} stage(s) failed: {', '.join(runner.failed)}; see "
+            f"{out / 'stages'}/*.failed.json, fix, and rerun the same command to retry them"
+        )
         return 1
     return 0

@@ -59,7 +59,9 @@ class StageRunner:
     def say(self, text: str) -> None:
         print(text, file=self.stream or sys.stdout, flush=True)
 
-    def run(self, name: str, title: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    def run(
+        self, name: str, title: str, fn: Callable[[], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
         """Run `fn` unless `name` finished before; returns its marker (None if it failed)."""
         self.done += 1
         head = f"[{self.done}/{self.total}] {title}"
@@ -78,13 +80,27 @@ class StageRunner:
                 raise
             self.failed.append(name)
             failed.parent.mkdir(parents=True, exist_ok=True)
-            failed.write_text(json.dumps({"stage": name, "error": f"{type(exc).__name__}: {exc}",
-                                          "traceback": traceback.format_exc()}, indent=1), encoding="utf-8")
+            failed.write_text(
+                json.dumps(
+                    {
+                        "stage": name,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                    },
+                    indent=1,
+                ),
+                encoding="utf-8",
+            )
             self.say(f"    FAILED: {type(exc).__name__}: {exc}\n    (details: {failed}); going on")
             return None
         seconds = time.perf_counter() - t0
-        record = {"stage": name, "title": title, "seconds": seconds, "result": value,
-                  "finished": _dt.datetime.now().isoformat(timespec="seconds")}
+        record = {
+            "stage": name,
+            "title": title,
+            "seconds": seconds,
+            "result": value,
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
         path = self.marker(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -97,12 +113,25 @@ class StageRunner:
     def timings(self) -> list[dict[str, Any]]:
         """Every finished stage's marker, in the order they finished."""
         folder = self.out / STAGES_DIR
-        records = [json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")
-                   if not p.name.endswith(".failed.json")] if folder.is_dir() else []
+        records = (
+            [
+                json.loads(p.read_text(encoding="utf-8"))
+                for p in folder.glob("*.json")
+                if not p.name.endswith(".failed.json")
+            ]
+            if folder.is_dir()
+            else []
+        )
         return sorted(records, key=lambda r: r.get("finished", ""))
 
     def failures(self) -> list[dict[str, Any]]:
         """The failure records still standing (a stage that later succeeded has none)."""
         folder = self.out / STAGES_DIR
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.failed.json"))] \
-            if folder.is_dir() else []
+        return (
+            [
+                json.loads(p.read_text(encoding="utf-8"))
+                for p in sorted(folder.glob("*.failed.json"))
+            ]
+            if folder.is_dir()
+            else []
+        )

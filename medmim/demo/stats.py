@@ -39,8 +39,13 @@ class Estimate:
         return bool(self.low > 0 or self.high < 0)
 
 
-def _boot(stat: Callable[[np.ndarray], float], n_cases: int, seed: int, n: int = N_BOOT,
-          groups: np.ndarray | None = None) -> np.ndarray:
+def _boot(
+    stat: Callable[[np.ndarray], float],
+    n_cases: int,
+    seed: int,
+    n: int = N_BOOT,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """`n` bootstrap values of `stat(indices)`: cases drawn with replacement or, with `groups`
     (N,), whole groups drawn with replacement and all their cases taken."""
     rng = np.random.default_rng(seed)
@@ -53,15 +58,18 @@ def _boot(stat: Callable[[np.ndarray], float], n_cases: int, seed: int, n: int =
         if members is None:
             index = rng.integers(0, n_cases, n_cases)
         else:
-            index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            index = np.concatenate(
+                [members[g] for g in rng.integers(0, len(members), len(members))]
+            )
         value = stat(index)
         if np.isfinite(value):
             out.append(value)
     return np.asarray(out)
 
 
-def _estimate(stat: Callable[[np.ndarray], float], n_cases: int, seed: int,
-              groups: np.ndarray | None = None) -> Estimate:
+def _estimate(
+    stat: Callable[[np.ndarray], float], n_cases: int, seed: int, groups: np.ndarray | None = None
+) -> Estimate:
     value = stat(np.arange(n_cases))
     if groups is not None and len(np.unique(groups)) < 2:
         groups = None
@@ -89,14 +97,17 @@ def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
 _auc = fast_auc
 
 
-def auc_ci(y: np.ndarray, p: np.ndarray, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
+def auc_ci(
+    y: np.ndarray, p: np.ndarray, seed: int = 0, groups: np.ndarray | None = None
+) -> Estimate:
     """ROC AUC of scores `p` (N,) for binary labels `y` (N,), with its bootstrap interval
     (over `groups` (N,) when given)."""
     return _estimate(lambda i: _auc(y[i], p[i]), len(y), seed, groups)
 
 
-def auc_delta(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, seed: int = 0,
-              groups: np.ndarray | None = None) -> Estimate:
+def auc_delta(
+    y: np.ndarray, pa: np.ndarray, pb: np.ndarray, seed: int = 0, groups: np.ndarray | None = None
+) -> Estimate:
     """AUC(pa) - AUC(pb) on the same cases (paired bootstrap, over `groups` when given)."""
     return _estimate(lambda i: _auc(y[i], pa[i]) - _auc(y[i], pb[i]), len(y), seed, groups)
 
@@ -153,7 +164,8 @@ def localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, float
         p, ref = float(r["predicted_voxels"]), float(r["reference_voxels"])
         v = p / max(1e-9, 1.0 - percentile / 100.0)
         out[r["case"]] = {
-            "dice": float(r["dice"]), "pointing": float(r["pointing"]),
+            "dice": float(r["dice"]),
+            "pointing": float(r["pointing"]),
             "chance_dice": 2 * p * ref / (v * (p + ref)) if v and p + ref else float("nan"),
             "chance_pointing": ref / v if v else float("nan"),
         }

@@ -48,16 +48,30 @@ def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) ->
     then the preset's own `demo:` section at this crop (`PresetDemo`), then the user's."""
     s, c = float(cfg.spacing), int(cfg.crop)
     warmup = max(1, cfg.pretrain_steps // 10)
-    return [
-        f"name={method}", f"output_dir={out / 'pretrain'}", f"resume={str(resume).lower()}",
-        f"data.source={phantom_dir(out) / 'demo_pretrain.json'}", f"data.cache_dir={out / '.cache'}",
-        f"data.recipe.spacing=[{s},{s},{s}]", f"data.recipe.window=[{WINDOW[0]},{WINDOW[1]}]",
-        f"data.crop_size=[{c},{c},{c}]", f"data.batch_size={cfg.batch_size}",
-        "data.num_workers=0", f"train.seed={cfg.seed}", "train.epochs=100000",
-        f"train.max_steps={cfg.pretrain_steps}", f"optim.warmup_steps={warmup}",
-        f"train.ckpt_every={max(10, cfg.pretrain_steps // 5)}", f"train.vis_every={max(1, cfg.pretrain_steps // 2)}",
-        f"train.log_every={max(1, min(10, cfg.pretrain_steps // 20))}", "train.progress=true",
-    ] + preset_demo(f"{method}_demo").for_crop(c) + list(cfg.pretrain_overrides)
+    return (
+        [
+            f"name={method}",
+            f"output_dir={out / 'pretrain'}",
+            f"resume={str(resume).lower()}",
+            f"data.source={phantom_dir(out) / 'demo_pretrain.json'}",
+            f"data.cache_dir={out / '.cache'}",
+            f"data.recipe.spacing=[{s},{s},{s}]",
+            f"data.recipe.window=[{WINDOW[0]},{WINDOW[1]}]",
+            f"data.crop_size=[{c},{c},{c}]",
+            f"data.batch_size={cfg.batch_size}",
+            "data.num_workers=0",
+            f"train.seed={cfg.seed}",
+            "train.epochs=100000",
+            f"train.max_steps={cfg.pretrain_steps}",
+            f"optim.warmup_steps={warmup}",
+            f"train.ckpt_every={max(10, cfg.pretrain_steps // 5)}",
+            f"train.vis_every={max(1, cfg.pretrain_steps // 2)}",
+            f"train.log_every={max(1, min(10, cfg.pretrain_steps // 20))}",
+            "train.progress=true",
+        ]
+        + preset_demo(f"{method}_demo").for_crop(c)
+        + list(cfg.pretrain_overrides)
+    )
 
 
 def pretrain_stage(cfg: DemoConfig, method: str, out: Path) -> dict[str, Any]:
@@ -74,13 +88,23 @@ def pretrain_stage(cfg: DemoConfig, method: str, out: Path) -> dict[str, Any]:
         shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue
     if resume:
         print(f"    continuing {run_dir} from {last} (resume=true)", flush=True)
-    run_cfg = load_config(f"{method}_demo", pretrain_overrides(cfg, method, out, resume), schema=RunConfig)
+    run_cfg = load_config(
+        f"{method}_demo", pretrain_overrides(cfg, method, out, resume), schema=RunConfig
+    )
     pretrain(run_cfg)
     export_dir = export(run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {"run_dir": str(run_dir.relative_to(out)), "export": str(export_dir.relative_to(out)),
-            "steps": rows[-1].get("step") if rows else None, "final_loss": rows[-1].get("loss") if rows else None,
-            "resumed": resume}
+    rows = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return {
+        "run_dir": str(run_dir.relative_to(out)),
+        "export": str(export_dir.relative_to(out)),
+        "steps": rows[-1].get("step") if rows else None,
+        "final_loss": rows[-1].get("loss") if rows else None,
+        "resumed": resume,
+    }
 
 
 def encoder_specs(cfg: DemoConfig, out: Path) -> dict[str, str]:
@@ -117,25 +141,46 @@ def task_stage(cfg: DemoConfig, out: Path, task: str, label: str, spec: str) -> 
 
     folder, data = out / "eval" / task / label, phantom_dir(out)
     if task == "localize" and not has_attention(spec):
-        return {"not_applicable": "this encoder has no attention map (a Swin without the "
-                                  "semantic-attention block)"}
+        return {
+            "not_applicable": "this encoder has no attention map (a Swin without the "
+            "semantic-attention block)"
+        }
     dest, seed = _fresh(folder), cfg.seed + (1 if label == SCRATCH2 else 0)
     if task in ("linear", "finetune"):
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=8)
         folds = cfg.linear_folds if task == "linear" else cfg.finetune_folds
-        ccfg = ClassifyConfig(mode=task, folds=folds, feature=cfg.feature, seed=seed, finetune=ft,
-                              group_key=nodule_groups(cfg, folds))
+        ccfg = ClassifyConfig(
+            mode=task,
+            folds=folds,
+            feature=cfg.feature,
+            seed=seed,
+            finetune=ft,
+            group_key=nodule_groups(cfg, folds),
+        )
         return run_classify(spec, data / "demo_nodules.csv", dest, ccfg)
     if task == "cluster":
-        return run_cluster(spec, data / "organmnist3d.npz", dest,
-                           ClusterConfig(feature=cfg.feature, projection=cfg.cluster_projection, seed=seed))
+        return run_cluster(
+            spec,
+            data / "organmnist3d.npz",
+            dest,
+            ClusterConfig(feature=cfg.feature, projection=cfg.cluster_projection, seed=seed),
+        )
     if task == "localize":
         return localize_task(cfg, data / "demo_tumors.json", Path(dest), spec, seed)
     if task == "segment":
-        return run_segment(SegmentConfig(encoder=spec, data=str(data / "demo_organs.json"), out=dest,
-                                         roi=[cfg.segment_roi] * 3, max_steps=cfg.segment_steps,
-                                         num_samples=1, lr=cfg.segment_lr, seed=seed,
-                                         max_figures=cfg.max_figures))
+        return run_segment(
+            SegmentConfig(
+                encoder=spec,
+                data=str(data / "demo_organs.json"),
+                out=dest,
+                roi=[cfg.segment_roi] * 3,
+                max_steps=cfg.segment_steps,
+                num_samples=1,
+                lr=cfg.segment_lr,
+                seed=seed,
+                max_figures=cfg.max_figures,
+            )
+        )
     raise ValueError(f"unknown task '{task}'; tasks: {', '.join(TASKS)}")
 
 
@@ -145,7 +190,9 @@ def nodule_groups(cfg: DemoConfig, folds: int) -> str:
     one class only, so the nodules are split individually."""
     from medmim.demo.data import split_phantoms
 
-    return "phantom" if split_phantoms(cfg.phantoms, cfg.holdout)[0] >= 2 * max(folds, 2) else "none"
+    return (
+        "phantom" if split_phantoms(cfg.phantoms, cfg.holdout)[0] >= 2 * max(folds, 2) else "none"
+    )
 
 
 def tumor_attention(attention_dir: Path, datalist: Path, split: str = "test") -> dict[str, float]:
@@ -165,17 +212,35 @@ def tumor_attention(attention_dir: Path, datalist: Path, split: str = "test") ->
     return ratios
 
 
-def localize_task(cfg: DemoConfig, datalist: Path, dest: Path, spec: str, seed: int) -> dict[str, Any]:
+def localize_task(
+    cfg: DemoConfig, datalist: Path, dest: Path, spec: str, seed: int
+) -> dict[str, Any]:
     """`medmim attention` then `medmim localize --attention`, plus the tumor attention ratio."""
     from medmim.eval.attention import AttentionConfig, run_attention
     from medmim.eval.localize import LocalizeConfig, run_localize
 
     maps = dest / "attention"
-    run_attention(AttentionConfig(encoder=spec, data=str(datalist), out=str(maps), split="test",
-                                  seed=seed, max_figures=cfg.max_figures))
-    metrics = run_localize(LocalizeConfig(data=str(datalist), out=str(dest), attention=str(maps),
-                                          split="test", percentile=cfg.localize_percentile, seed=seed,
-                                          max_figures=cfg.max_figures))
+    run_attention(
+        AttentionConfig(
+            encoder=spec,
+            data=str(datalist),
+            out=str(maps),
+            split="test",
+            seed=seed,
+            max_figures=cfg.max_figures,
+        )
+    )
+    metrics = run_localize(
+        LocalizeConfig(
+            data=str(datalist),
+            out=str(dest),
+            attention=str(maps),
+            split="test",
+            percentile=cfg.localize_percentile,
+            seed=seed,
+            max_figures=cfg.max_figures,
+        )
+    )
     ratios = tumor_attention(maps / "attention", datalist)
     with (dest / "tumor_attention.csv").open("w", newline="", encoding="utf-8") as f:
         f.write("case,ratio\n" + "".join(f"{k},{v}\n" for k, v in ratios.items()))
@@ -187,16 +252,26 @@ def plan(cfg: DemoConfig, out: Path) -> list[Stage]:
     """Every stage of the study, in order (report excluded)."""
     from medmim.demo.data import data_stage
 
-    stages: list[Stage] = [("data", "data: phantoms -> fingerprint -> cache -> preview",
-                            lambda: data_stage(cfg, out))]
+    stages: list[Stage] = [
+        ("data", "data: phantoms -> fingerprint -> cache -> preview", lambda: data_stage(cfg, out))
+    ]
     for method in cfg.methods:
-        stages.append((f"pretrain/{method}",
-                       f"pretrain {method.upper()} ({cfg.pretrain_steps} steps x {cfg.batch_size} scans, "
-                       f"{cfg.crop}^3 at {cfg.spacing:g} mm) + export",
-                       lambda m=method: pretrain_stage(cfg, m, out)))
+        stages.append(
+            (
+                f"pretrain/{method}",
+                f"pretrain {method.upper()} ({cfg.pretrain_steps} steps x {cfg.batch_size} scans, "
+                f"{cfg.crop}^3 at {cfg.spacing:g} mm) + export",
+                lambda m=method: pretrain_stage(cfg, m, out),
+            )
+        )
     specs = encoder_specs(cfg, out)
     for task in [t for t in TASKS if t in cfg.tasks]:
         for label, spec in specs.items():
-            stages.append((f"{task}/{label}", f"{TASK_TITLES[task]}: {label}",
-                           lambda t=task, lab=label, s=spec: task_stage(cfg, out, t, lab, s)))
+            stages.append(
+                (
+                    f"{task}/{label}",
+                    f"{TASK_TITLES[task]}: {label}",
+                    lambda t=task, lab=label, s=spec: task_stage(cfg, out, t, lab, s),
+                )
+            )
     return stages

@@ -96,8 +96,10 @@ def window_attention(encoder: nn.Module, x: Tensor) -> Tensor:
     """(B, C, D, H, W) -> (B, 1, D, H, W): the encoder's `attn` times N, upsampled to the input."""
     feats = encoder.forward_features(x)
     if feats.get("attn") is None:
-        raise ConfigError("this encoder has no attention output ('attn'): use a Swin with a "
-                          "semantic-attention block (sa_depth > 0) or a ViT with [CLS]")
+        raise ConfigError(
+            "this encoder has no attention output ('attn'): use a Swin with a "
+            "semantic-attention block (sa_depth > 0) or a ViT with [CLS]"
+        )
     attn = feats["attn"].float() * feats["attn"].shape[1]
     return attention_to_volume(attn, feats["grid"], x.shape[2:])[:, None]
 
@@ -108,8 +110,13 @@ def _stride(encoder: nn.Module) -> int:
 
 
 @torch.no_grad()
-def attention_volume(encoder: nn.Module, image: np.ndarray, device: torch.device,
-                     roi: Sequence[int] | None = None, overlap: float = 0.5) -> Tensor:
+def attention_volume(
+    encoder: nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    roi: Sequence[int] | None = None,
+    overlap: float = 0.5,
+) -> Tensor:
     """Attention (X, Y, Z) on the recipe grid of one (C, X, Y, Z) image.
 
     Args:
@@ -129,13 +136,21 @@ def attention_volume(encoder: nn.Module, image: np.ndarray, device: torch.device
             if any(r % stride for r in roi):
                 raise ConfigError(f"--roi {list(roi)}: sides must be multiples of {stride}")
             out = sliding_window_inference(
-                x, list(roi), 1, lambda w: window_attention(encoder, w), overlap=overlap,
-                mode="gaussian", sw_device=device, device="cpu")
+                x,
+                list(roi),
+                1,
+                lambda w: window_attention(encoder, w),
+                overlap=overlap,
+                mode="gaussian",
+                sw_device=device,
+                device="cpu",
+            )
     return out[0, 0].float()
 
 
-def case_attention(encoder: nn.Module, case: Case, device: torch.device,
-                   roi: Sequence[int] | None, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+def case_attention(
+    encoder: nn.Module, case: Case, device: torch.device, roi: Sequence[int] | None, overlap: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(map on the recipe grid, map on the original scan grid), both float32."""
     grid = attention_volume(encoder, case.image, device, roi, overlap)
     original = to_original(grid[None], case.meta, mode="bilinear")[0]
@@ -146,9 +161,16 @@ def peak_row(name: str, original: np.ndarray, affine: Any) -> dict[str, Any]:
     """The maximum of a map: value, voxel index and world position (mm, RAS)."""
     idx = np.unravel_index(int(np.argmax(original)), original.shape)
     world = np.asarray(affine, dtype=np.float64) @ np.array([*idx, 1.0])
-    return {"case": name, "peak": float(original[idx]), "i": int(idx[0]), "j": int(idx[1]),
-            "k": int(idx[2]), "x_mm": round(float(world[0]), 2), "y_mm": round(float(world[1]), 2),
-            "z_mm": round(float(world[2]), 2)}
+    return {
+        "case": name,
+        "peak": float(original[idx]),
+        "i": int(idx[0]),
+        "j": int(idx[1]),
+        "k": int(idx[2]),
+        "x_mm": round(float(world[0]), 2),
+        "y_mm": round(float(world[1]), 2),
+        "z_mm": round(float(world[2]), 2),
+    }
 
 
 def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
@@ -165,7 +187,9 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
     for record in tqdm(records, desc="attention", leave=False, disable=not cfg.progress):
         case = load_case(record, recipe)
         grid, original = case_attention(encoder, case, device, roi, cfg.overlap)
-        save_nifti(original, case.meta["original_affine"], out / "attention" / f"{case.name}_attn.nii.gz")
+        save_nifti(
+            original, case.meta["original_affine"], out / "attention" / f"{case.name}_attn.nii.gz"
+        )
         rows.append(peak_row(case.name, original, case.meta["original_affine"]))
         if len(figures) < cfg.max_figures:
             path = f"figures/{case.name}_attention.png"
@@ -175,10 +199,26 @@ def run_attention(cfg: AttentionConfig) -> dict[str, Any]:
         writer = csv.DictWriter(fh, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    metrics = {"attention/peak": {"mean": float(np.mean([r["peak"] for r in rows])),
-                                  "std": float(np.std([r["peak"] for r in rows]))}}
-    config = {**dataclasses.asdict(cfg), "roi": roi or "whole", "cases": len(rows),
-              "recipe_used": recipe}
-    write_results(out, "attention", describe(cfg.encoder, meta), metrics,
-                  [{"title": "Attention peaks", "path": "attention.csv"}], figures, cfg.data, config)
+    metrics = {
+        "attention/peak": {
+            "mean": float(np.mean([r["peak"] for r in rows])),
+            "std": float(np.std([r["peak"] for r in rows])),
+        }
+    }
+    config = {
+        **dataclasses.asdict(cfg),
+        "roi": roi or "whole",
+        "cases": len(rows),
+        "recipe_used": recipe,
+    }
+    write_results(
+        out,
+        "attention",
+        describe(cfg.encoder, meta),
+        metrics,
+        [{"title": "Attention peaks", "path": "attention.csv"}],
+        figures,
+        cfg.data,
+        config,
+    )
     return metrics

@@ -154,8 +154,11 @@ def run_classify(
     model, meta = load_encoder_or_scratch(encoder, seed=cfg.seed, device=cfg.device)
     data = load_for_encoder(data_path, meta, cfg)
     if len(data.class_names) < 2:
-        raise DataError(data_path, f"every volume has the label {data.class_names[0]!r}: "
-                        "classification needs at least two classes (check --label-key)")
+        raise DataError(
+            data_path,
+            f"every volume has the label {data.class_names[0]!r}: "
+            "classification needs at least two classes (check --label-key)",
+        )
     size = input_size(cfg.size, meta, data.shape)
     in_ch = int(meta.get("in_channels") or 1)
     splits = make_splits(

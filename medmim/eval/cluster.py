@@ -141,7 +141,9 @@ def _write_tables(
             for i, c in enumerate(classes):
                 w.writerow([data.class_names[c], *[f"{v:.6g}" for v in dists[s].inter[i]]])
     rows = [[f"`{k}`", format_value(v)] for k, v in metrics.items()]
-    (out / "summary.md").write_text(markdown_table(["metric", "value"], rows) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(
+        markdown_table(["metric", "value"], rows) + "\n", encoding="utf-8"
+    )
     return [
         {"title": "Clustering summary", "path": "summary.md"},
         {"title": "Intra-class distance per class", "path": "distances.csv"},

@@ -97,12 +97,17 @@ def as_volume(volume: Volume) -> Tensor:
         from medmim.data.io import load_volume
 
         return load_volume(volume)
-    x = torch.as_tensor(np.asarray(volume, dtype=np.float32)) if isinstance(volume, np.ndarray) \
+    x = (
+        torch.as_tensor(np.asarray(volume, dtype=np.float32))
+        if isinstance(volume, np.ndarray)
         else volume
+    )
     if not isinstance(x, Tensor) or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[0] != 1):
         shape = tuple(getattr(x, "shape", ()))
-        raise ConfigError(f"embed: got {type(volume).__name__} of shape {shape}; give a path, "
-                          "an array (X, Y, Z) or a tensor (1, X, Y, Z)")
+        raise ConfigError(
+            f"embed: got {type(volume).__name__} of shape {shape}; give a path, "
+            "an array (X, Y, Z) or a tensor (1, X, Y, Z)"
+        )
     return x[None].float() if x.ndim == 3 else x.float()
 
 
@@ -121,16 +126,24 @@ class Encoder:
         batch_size: volumes per forward when `embed` gets a list.
     """
 
-    def __init__(self, module: nn.Module, meta: dict[str, Any], preprocess: Preprocessor,
-                 feature: str = "auto", device: str | torch.device = "cpu",
-                 batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        meta: dict[str, Any],
+        preprocess: Preprocessor,
+        feature: str = "auto",
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+    ) -> None:
         self.module, self.meta, self.preprocess = module.eval(), meta, preprocess
         self.feature, self.device, self.batch_size = feature, torch.device(device), batch_size
         self.feature_used: str | None = None  #: what `feature` resolved to, after a forward
 
     def __repr__(self) -> str:
-        return (f"Encoder({self.meta['backbone'].get('name')}, method={self.meta.get('method')}, "
-                f"feature={self.feature}, device={self.device})")
+        return (
+            f"Encoder({self.meta['backbone'].get('name')}, method={self.meta.get('method')}, "
+            f"feature={self.feature}, device={self.device})"
+        )
 
     @torch.no_grad()
     def features(self, x: Tensor) -> dict[str, Any]:
@@ -154,7 +167,7 @@ class Encoder:
             groups.setdefault(tuple(x.shape), []).append(i)
         for index in groups.values():
             for start in range(0, len(index), self.batch_size):
-                part = index[start:start + self.batch_size]
+                part = index[start : start + self.batch_size]
                 feats = self.features(torch.stack([inputs[i] for i in part]))
                 self.feature_used = feature_name(feats, self.feature)
                 for i, row in zip(part, select_feature(feats, self.feature).float().cpu()):
@@ -173,9 +186,16 @@ class Encoder:
         return self.embed_inputs([self.preprocess(volume)])[0]
 
 
-def load_encoder(path: str | Path, device: str | torch.device = "cpu", *, feature: str = "auto",
-                 recipe: str | None = None, size: Sequence[int] | None = None, seed: int = 0,
-                 batch_size: int = 8) -> Encoder:
+def load_encoder(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    feature: str = "auto",
+    recipe: str | None = None,
+    size: Sequence[int] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> Encoder:
     """An exported encoder (or `scratch:PRESET` / `scratch:EXPORT`) ready to embed scans.
 
     Args:
@@ -217,8 +237,9 @@ class _Scans(Dataset):
             return i, None, (exc.path, exc.reason)
 
 
-def run_embed(encoder: str | Path, source: str | Path, out_dir: str | Path,
-              opts: EmbedOptions | None = None) -> dict[str, Any]:
+def run_embed(
+    encoder: str | Path, source: str | Path, out_dir: str | Path, opts: EmbedOptions | None = None
+) -> dict[str, Any]:
     """Embed every scan of `source` with a frozen encoder and write OUT (module docstring).
 
     Args:
@@ -242,13 +263,25 @@ def run_embed(encoder: str | Path, source: str | Path, out_dir: str | Path,
         raise ConfigError(f"--on-error {opts.on_error}: choose skip or fail")
     records = resolve_source(source, key=opts.image_key, split=opts.split)
     recipe = opts.recipe or ("medmnist" if records[0].array_key else None)
-    enc = load_encoder(encoder, opts.device, feature=opts.feature, recipe=recipe, size=opts.size,
-                       seed=opts.seed, batch_size=opts.batch_size)
-    loader = DataLoader(_Scans(records, enc.preprocess), batch_size=opts.batch_size,
-                        num_workers=opts.num_workers, collate_fn=list)
+    enc = load_encoder(
+        encoder,
+        opts.device,
+        feature=opts.feature,
+        recipe=recipe,
+        size=opts.size,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+    )
+    loader = DataLoader(
+        _Scans(records, enc.preprocess),
+        batch_size=opts.batch_size,
+        num_workers=opts.num_workers,
+        collate_fn=list,
+    )
     parts, kept, skipped, sizes = [], [], [], set()
-    for batch in tqdm(loader, desc=f"embed ({opts.feature})", unit="batch",
-                      disable=not opts.progress, leave=False):
+    for batch in tqdm(
+        loader, desc=f"embed ({opts.feature})", unit="batch", disable=not opts.progress, leave=False
+    ):
         for _, _, err in batch:
             if err is not None:
                 if opts.on_error == "fail":
@@ -264,16 +297,25 @@ def run_embed(encoder: str | Path, source: str | Path, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     _write_skipped(out, skipped)
     if not kept:
-        raise DataError(source, f"none of its {len(records)} scans could be read; the reasons "
-                                f"are in {out / 'skipped.jsonl'}")
+        raise DataError(
+            source,
+            f"none of its {len(records)} scans could be read; the reasons "
+            f"are in {out / 'skipped.jsonl'}",
+        )
     feats = np.concatenate(parts).astype(np.float32)
     np.save(out / "embeddings.npy", feats)
     _write_index(out / "index.csv", [records[i] for i in kept], str(enc.feature_used))
     summary = _summary(enc, encoder, source, opts, feats, sizes, len(skipped))
-    (out / "embed.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
-                                    encoding="utf-8")
-    log.info("embed: %d scans -> %s %s (%d skipped)", len(kept), out / "embeddings.npy",
-             feats.shape, len(skipped))
+    (out / "embed.json").write_text(
+        json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    log.info(
+        "embed: %d scans -> %s %s (%d skipped)",
+        len(kept),
+        out / "embeddings.npy",
+        feats.shape,
+        len(skipped),
+    )
     return summary
 
 
@@ -296,8 +338,15 @@ def _write_index(path: Path, records: Sequence[Any], feature: str) -> None:
             w.writerow([row, r.name, *label, feature])
 
 
-def _summary(enc: Encoder, spec: str | Path, source: str | Path, opts: EmbedOptions,
-             feats: np.ndarray, sizes: set[tuple[int, ...]], num_skipped: int) -> dict[str, Any]:
+def _summary(
+    enc: Encoder,
+    spec: str | Path,
+    source: str | Path,
+    opts: EmbedOptions,
+    feats: np.ndarray,
+    sizes: set[tuple[int, ...]],
+    num_skipped: int,
+) -> dict[str, Any]:
     from medmim import __version__
     from medmim.eval.encoders import describe
 

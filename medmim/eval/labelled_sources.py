@@ -47,26 +47,39 @@ def encode_labels(raw: Sequence[Any], where: str) -> tuple[np.ndarray, list[str]
     values = [str(v).strip() for v in raw]
     for i, v in enumerate(values):
         if v.lower() in MISSING_LABELS:
-            raise DataError(where, f"row {i + 1} has no label ({v!r}); every volume needs a class label")
+            raise DataError(
+                where, f"row {i + 1} has no label ({v!r}); every volume needs a class label"
+            )
     numbers = [_as_number(v) for v in values]
     if all(n is not None for n in numbers):
         fractional = next((v for v, n in zip(values, numbers) if n != int(n)), None)  # type: ignore[arg-type]
         if fractional is not None:
-            raise DataError(where, f"label {fractional!r} is not a class: give integer classes or names "
-                            "(regression targets are not supported)")
+            raise DataError(
+                where,
+                f"label {fractional!r} is not a class: give integer classes or names "
+                "(regression targets are not supported)",
+            )
         values = [str(int(n)) for n in numbers]  # type: ignore[arg-type]
         names = sorted(set(values), key=int)
     elif any(n is not None for n in numbers):
         num = next(v for v, n in zip(values, numbers) if n is not None)
         name = next(v for v, n in zip(values, numbers) if n is None)
-        raise DataError(where, f"labels mix numbers and names (e.g. {num!r} and {name!r}); use one "
-                        "kind for the whole column")
+        raise DataError(
+            where,
+            f"labels mix numbers and names (e.g. {num!r} and {name!r}); use one "
+            "kind for the whole column",
+        )
     else:
         names = sorted(set(values))
     index = {n: i for i, n in enumerate(names)}
     codes = np.array([index[v] for v in values], dtype=np.int64)
     counts = np.bincount(codes, minlength=len(names))
-    log.info("%s: %d classes: %s", where, len(names), ", ".join(f"{n} ({c})" for n, c in zip(names, counts)))
+    log.info(
+        "%s: %d classes: %s",
+        where,
+        len(names),
+        ", ".join(f"{n} ({c})" for n, c in zip(names, counts)),
+    )
     return codes, names
 
 
@@ -171,8 +184,8 @@ def load_csv(
         raise DataError(
             path,
             f"column '{label_key}' has no value in any row; fill it in or set `label_key`"
-            if label_key in columns else
-            f"no label column '{label_key}'.{did_you_mean(label_key, columns)} "
+            if label_key in columns
+            else f"no label column '{label_key}'.{did_you_mean(label_key, columns)} "
             f"Columns: {columns}; set `label_key`",
         )
     labels, names = encode_labels(raw, str(path))

@@ -57,8 +57,9 @@ class LocalizeConfig(WindowOptions):
     largest_component: bool = False
 
 
-def threshold_attention(attn: np.ndarray, percentile: float = 90.0,
-                        largest_component: bool = False) -> tuple[np.ndarray, float]:
+def threshold_attention(
+    attn: np.ndarray, percentile: float = 90.0, largest_component: bool = False
+) -> tuple[np.ndarray, float]:
     """Binary localization of an (X, Y, Z) attention map and the threshold used (steps 2-3)."""
     if not 0 <= percentile < 100:
         raise ConfigError(f"--percentile {percentile}: give a value in [0, 100)")
@@ -86,23 +87,35 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(compute_dice(p, r, include_background=True, ignore_empty=True)[0, 0])
 
 
-def case_row(name: str, attn: np.ndarray, ref: np.ndarray, cfg: LocalizeConfig) -> tuple[dict, np.ndarray]:
+def case_row(
+    name: str, attn: np.ndarray, ref: np.ndarray, cfg: LocalizeConfig
+) -> tuple[dict, np.ndarray]:
     """The per-case record and the binary prediction."""
     pred, t = threshold_attention(attn, cfg.percentile, cfg.largest_component)
     peak = np.unravel_index(int(np.argmax(attn)), attn.shape)
-    row = {"case": name, "dice": dice(pred, ref), "pointing": float(bool(ref[peak])),
-           "threshold": t, "predicted_voxels": int(pred.sum()), "reference_voxels": int(ref.sum())}
+    row = {
+        "case": name,
+        "dice": dice(pred, ref),
+        "pointing": float(bool(ref[peak])),
+        "threshold": t,
+        "predicted_voxels": int(pred.sum()),
+        "reference_voxels": int(ref.sum()),
+    }
     return row, pred
 
 
 def _reference(case: Case, key: str, base: Path) -> np.ndarray:
     path = mask_path(case.record, key, base)
     if path is None:
-        raise DataError(case.record.image, f"has no '{key}' mask; set --mask-key to the datalist "
-                                           f"field holding the reference mask")
+        raise DataError(
+            case.record.image,
+            f"has no '{key}' mask; set --mask-key to the datalist field holding the reference mask",
+        )
     ref = load_volume(path)[0].numpy() > 0
     if list(ref.shape) != list(case.meta["original_shape"]):
-        raise DataError(path, f"shape {ref.shape} differs from the image's {case.meta['original_shape']}")
+        raise DataError(
+            path, f"shape {ref.shape} differs from the image's {case.meta['original_shape']}"
+        )
     return ref
 
 
@@ -111,25 +124,35 @@ def _attention_source(cfg: LocalizeConfig, device: torch.device) -> tuple[Any, d
     if cfg.attention:
         results = Path(cfg.attention) / "results.json"
         if not results.is_file():
-            raise DataError(cfg.attention, "not an output folder of `medmim attention` (no results.json)")
+            raise DataError(
+                cfg.attention, "not an output folder of `medmim attention` (no results.json)"
+            )
         record = json.loads(results.read_text(encoding="utf-8"))
         return None, {"recipe": record.get("config", {}).get("recipe_used")}, record["encoder"]
     if not cfg.encoder:
-        raise ConfigError("give --encoder (to compute attention maps) or --attention DIR (maps "
-                          "written by `medmim attention`)")
+        raise ConfigError(
+            "give --encoder (to compute attention maps) or --attention DIR (maps "
+            "written by `medmim attention`)"
+        )
     encoder, meta = load_encoder_or_scratch(cfg.encoder, seed=cfg.seed, device=device)
     return encoder, meta, describe(cfg.encoder, meta)
 
 
-def _map(cfg: LocalizeConfig, encoder: Any, case: Case, device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+def _map(
+    cfg: LocalizeConfig, encoder: Any, case: Case, device: torch.device
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(attention on the original grid, on the recipe grid or None when read from disk)."""
     if encoder is None:
         path = Path(cfg.attention) / "attention" / f"{case.name}_attn.nii.gz"
         vol = load_volume(path)[0].numpy()
         if list(vol.shape) != list(case.meta["original_shape"]):
-            raise DataError(path, f"shape {vol.shape} differs from the image's {case.meta['original_shape']}")
+            raise DataError(
+                path, f"shape {vol.shape} differs from the image's {case.meta['original_shape']}"
+            )
         return vol, None
-    grid, original = case_attention(encoder, case, device, None if cfg.whole else cfg.roi, cfg.overlap)
+    grid, original = case_attention(
+        encoder, case, device, None if cfg.whole else cfg.roi, cfg.overlap
+    )
     return original, grid
 
 
@@ -151,21 +174,38 @@ def run_localize(cfg: LocalizeConfig) -> dict[str, Any]:
         ref = _reference(case, cfg.mask_key, base)
         row, pred = case_row(case.name, attn, ref, cfg)
         rows.append(row)
-        save_nifti(pred, case.meta["original_affine"], out / "masks" / f"{case.name}_loc.nii.gz", np.uint8)
+        save_nifti(
+            pred, case.meta["original_affine"], out / "masks" / f"{case.name}_loc.nii.gz", np.uint8
+        )
         if len(figures) < cfg.max_figures:
             path = f"figures/{case.name}_localize.png"
-            overlays.three_planes(load_volume(record.image)[0].numpy(), attn, out / path,
-                                  f"{case.name}: Dice {row['dice']:.3f}", contour=ref,
-                                  plane_names=("axis 0", "axis 1", "axis 2"),
-                                  spacing=case.original_spacing)
+            overlays.three_planes(
+                load_volume(record.image)[0].numpy(),
+                attn,
+                out / path,
+                f"{case.name}: Dice {row['dice']:.3f}",
+                contour=ref,
+                plane_names=("axis 0", "axis 1", "axis 2"),
+                spacing=case.original_spacing,
+            )
             figures.append({"title": f"{case.name} localization", "path": path})
     with open(out / "localize.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    metrics = {"localize/dice": mean_std([r["dice"] for r in rows]),
-               "localize/pointing": float(np.mean([r["pointing"] for r in rows]))}
+    metrics = {
+        "localize/dice": mean_std([r["dice"] for r in rows]),
+        "localize/pointing": float(np.mean([r["pointing"] for r in rows])),
+    }
     config = {**dataclasses.asdict(cfg), "cases": len(rows)}
-    write_results(out, "localize", who, metrics, [{"title": "Per case", "path": "localize.csv"}],
-                  figures, cfg.data, config)
+    write_results(
+        out,
+        "localize",
+        who,
+        metrics,
+        [{"title": "Per case", "path": "localize.csv"}],
+        figures,
+        cfg.data,
+        config,
+    )
     return metrics

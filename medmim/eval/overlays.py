@@ -39,8 +39,11 @@ def _labels_cmap(num_classes: int) -> ListedColormap:
     return ListedColormap([colors[i % len(colors)] for i in range(max(num_classes - 1, 1))])
 
 
-def segmentation_overlays(items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
-                          num_classes: int, path: str | Path) -> Path:
+def segmentation_overlays(
+    items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+    path: str | Path,
+) -> Path:
     """One row per case: image, reference, prediction, on the axial slice with most foreground.
 
     Args:
@@ -55,15 +58,28 @@ def segmentation_overlays(items: Sequence[tuple[str, np.ndarray, np.ndarray, np.
             _show(ax, plane(image, 2, k), f"{title} (z={k})" if lab is None else title)
             if lab is not None:
                 sl = plane(lab, 2, k).astype(float)
-                ax.imshow(np.ma.masked_where(sl == 0, sl - 1), cmap=cmap, origin="lower",
-                          alpha=0.5, vmin=0, vmax=max(num_classes - 2, 1), interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_where(sl == 0, sl - 1),
+                    cmap=cmap,
+                    origin="lower",
+                    alpha=0.5,
+                    vmin=0,
+                    vmax=max(num_classes - 2, 1),
+                    interpolation="nearest",
+                )
     return save_figure(fig, path, DPI)
 
 
-def three_planes(image: np.ndarray, heat: np.ndarray, path: str | Path, title: str = "",
-                 center: Sequence[int] | None = None, contour: np.ndarray | None = None,
-                 plane_names: Sequence[str] = PLANES,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+def three_planes(
+    image: np.ndarray,
+    heat: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    center: Sequence[int] | None = None,
+    contour: np.ndarray | None = None,
+    plane_names: Sequence[str] = PLANES,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> Path:
     """Sagittal, coronal and axial planes through `center` (default: the maximum of `heat`).
 
     Args:
@@ -82,38 +98,55 @@ def three_planes(image: np.ndarray, heat: np.ndarray, path: str | Path, title: s
         rows_axis, cols_axis = [a for a in range(3) if a != axis][::-1]
         _show(ax, plane(image, axis, center[axis]), f"{name} {center[axis]}")
         ax.set_aspect(float(spacing[rows_axis]) / float(spacing[cols_axis]))
-        ax.imshow(plane(heat, axis, center[axis]), cmap="jet", alpha=0.4, origin="lower",
-                  vmin=lo, vmax=hi if hi > lo else lo + 1)
+        ax.imshow(
+            plane(heat, axis, center[axis]),
+            cmap="jet",
+            alpha=0.4,
+            origin="lower",
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1,
+        )
         if contour is not None and plane(contour, axis, center[axis]).any():
-            ax.contour(plane(contour, axis, center[axis]).astype(float), levels=[0.5], colors="r",
-                       linewidths=0.8)
+            ax.contour(
+                plane(contour, axis, center[axis]).astype(float),
+                levels=[0.5],
+                colors="r",
+                linewidths=0.8,
+            )
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path, DPI)
 
 
-def reconstruction_grid(rows: Sequence[dict[str, np.ndarray]], path: str | Path,
-                        columns: Sequence[str] = ("masked", "recon", "target")) -> Path:
+def reconstruction_grid(
+    rows: Sequence[dict[str, np.ndarray]],
+    path: str | Path,
+    columns: Sequence[str] = ("masked", "recon", "target"),
+) -> Path:
     """One row per sample, one column per volume: the middle axial slice of each.
 
     Args:
         rows: dicts of (X, Y, Z) volumes keyed by the `columns` names.
     """
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.6 * len(columns), 2.6 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(2.6 * len(columns), 2.6 * len(rows)), squeeze=False
+    )
     for r, (ax_row, vols) in enumerate(zip(axes, rows)):
         ref = vols[columns[-1]]
         lo, hi = float(np.percentile(ref, 1)), float(np.percentile(ref, 99))
         for ax, name in zip(ax_row, columns):
             vol = vols[name]
             k = vol.shape[2] // 2
-            ax.imshow(plane(vol, 2, k), cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+            ax.imshow(
+                plane(vol, 2, k), cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6)
+            )
             ax.set_title(f"{name} #{r}", fontsize=8)
             ax.axis("off")
     return save_figure(fig, path, DPI)
 
 
-def loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | Path,
-               title: str = "fine-tuning loss") -> Path:
+def loss_curve(
+    steps: Sequence[int], losses: Sequence[float], path: str | Path, title: str = "fine-tuning loss"
+) -> Path:
     """Training loss against the step."""
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(list(steps), list(losses), lw=1)

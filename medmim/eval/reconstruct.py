@@ -56,33 +56,45 @@ class ReconstructConfig:
     device: str = "auto"
 
 
-def load_method(ckpt: dict[str, Any], device: torch.device) -> tuple[PretrainMethod, dict[str, Any]]:
+def load_method(
+    ckpt: dict[str, Any], device: torch.device
+) -> tuple[PretrainMethod, dict[str, Any]]:
     """The pretraining method of a checkpoint, weights loaded strictly, in eval mode."""
     cfg = ckpt.get("config") or {}
     if "method" not in ckpt or not cfg.get("method") or not cfg.get("model"):
-        raise DataError("checkpoint", "has no 'method' weights or no config.method / config.model;"
-                                      " reconstruct needs a pretraining checkpoint (last.ckpt)")
+        raise DataError(
+            "checkpoint",
+            "has no 'method' weights or no config.method / config.model;"
+            " reconstruct needs a pretraining checkpoint (last.ckpt)",
+        )
     data = cfg.get("data") or {}
-    context = TrainContext(in_channels=int(ckpt.get("encoder_config", {}).get("in_channels", 1)),
-                           crop_size=tuple(int(s) for s in data.get("crop_size", (96, 96, 96))))
+    context = TrainContext(
+        in_channels=int(ckpt.get("encoder_config", {}).get("in_channels", 1)),
+        crop_size=tuple(int(s) for s in data.get("crop_size", (96, 96, 96))),
+    )
     method = METHODS.build(dict(cfg["method"]), backbone=dict(cfg["model"]), context=context)
     method.load_state_dict(ckpt["method"], strict=True)
     return method.to(device).eval(), cfg
 
 
-def sample_visuals(method: PretrainMethod, item: dict[str, Any], step: int,
-                   device: torch.device) -> dict[str, np.ndarray]:
+def sample_visuals(
+    method: PretrainMethod, item: dict[str, Any], step: int, device: torch.device
+) -> dict[str, np.ndarray]:
     """Run the method on one dataset item; (D, H, W) arrays `view`, `mask`, `recon`."""
-    batch = {"views": [v[None].to(device) for v in item["views"]],
-             "index": torch.tensor([int(item["index"])], device=device)}
+    batch = {
+        "views": [v[None].to(device) for v in item["views"]],
+        "index": torch.tensor([int(item["index"])], device=device),
+    }
     with torch.no_grad():
         out = method(batch, step)
     visuals = out.visuals or {}
     missing = [k for k in REQUIRED_VISUALS if k not in visuals]
     if missing:
-        raise ConfigError(f"method '{type(method).__name__}' reports no {missing} visuals: it has "
-                          "no masked-image-prediction head to show (use a run whose method reconstructs "
-                          "the masked voxels)")
+        raise ConfigError(
+            f"method '{type(method).__name__}' reports no {missing} visuals: it has "
+            "no masked-image-prediction head to show (use a run whose method reconstructs "
+            "the masked voxels)"
+        )
     return {k: _array(visuals[k]) for k in REQUIRED_VISUALS}
 
 
@@ -98,9 +110,12 @@ def scores(vis: dict[str, np.ndarray]) -> dict[str, float]:
     masked = vis["mask"] > 0.5
     err = vis["recon"] - vis["view"]
     n = int(masked.sum())
-    return {"mse_masked": float((err[masked] ** 2).mean()) if n else float("nan"),
-            "l1_masked": float(np.abs(err[masked]).mean()) if n else float("nan"),
-            "mse_all": float((err**2).mean()), "masked_fraction": float(masked.mean())}
+    return {
+        "mse_masked": float((err[masked] ** 2).mean()) if n else float("nan"),
+        "l1_masked": float(np.abs(err[masked]).mean()) if n else float("nan"),
+        "mse_all": float((err**2).mean()),
+        "masked_fraction": float(masked.mean()),
+    }
 
 
 def run_reconstruct(cfg: ReconstructConfig) -> dict[str, Any]:
@@ -121,8 +136,11 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict[str, Any]:
     rows, figure = [], []
     for k in range(min(cfg.num, len(dataset))):
         vis = sample_visuals(method, dataset[k], int(ckpt.get("step", 0)), device)
-        vols = {"masked": vis["view"] * (vis["mask"] < 0.5), "recon": vis["recon"],
-                "target": vis["view"]}
+        vols = {
+            "masked": vis["view"] * (vis["mask"] < 0.5),
+            "recon": vis["recon"],
+            "target": vis["view"],
+        }
         for name, vol in vols.items():
             save_nifti(vol, affine, out / "volumes" / f"sample_{k}_{name}.nii.gz")
         figure.append(vols)
@@ -132,12 +150,30 @@ def run_reconstruct(cfg: ReconstructConfig) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(rows)
     overlays.reconstruction_grid(figure, out / "figures" / "reconstruction.png")
-    metrics = {f"recon/{m}": mean_std([r[m] for r in rows]) for m in ("mse_masked", "l1_masked", "mse_all")}
+    metrics = {
+        f"recon/{m}": mean_std([r[m] for r in rows]) for m in ("mse_masked", "l1_masked", "mse_all")
+    }
     method_name = (run_cfg.get("method") or {}).get("name", "")
-    who = {"spec": str(cfg.run), "method": method_name,
-           "backbone": str((run_cfg.get("model") or {}).get("name", "")), "pretrained": True}
-    write_results(out, "reconstruct", who, metrics, [{"title": "Per sample", "path": "samples.csv"}],
-                  [{"title": "Masked input, prediction, target", "path": "figures/reconstruction.png"}],
-                  data.source, {"run": cfg.run, "checkpoint": str(path), "step": ckpt.get("step"),
-                                "num": len(rows), "seed": cfg.seed})
+    who = {
+        "spec": str(cfg.run),
+        "method": method_name,
+        "backbone": str((run_cfg.get("model") or {}).get("name", "")),
+        "pretrained": True,
+    }
+    write_results(
+        out,
+        "reconstruct",
+        who,
+        metrics,
+        [{"title": "Per sample", "path": "samples.csv"}],
+        [{"title": "Masked input, prediction, target", "path": "figures/reconstruction.png"}],
+        data.source,
+        {
+            "run": cfg.run,
+            "checkpoint": str(path),
+            "step": ckpt.get("step"),
+            "num": len(rows),
+            "seed": cfg.seed,
+        },
+    )
     return metrics

@@ -175,8 +175,15 @@ def _pretrain_result(run_dir: Path, label: str) -> RunResult | None:
     return RunResult(label, run_dir, "pretrain", encoder, last, [], figures, summarize(rows, ln_k))
 
 
-HEALTH_HEADER = ["family", "teacher entropy / ln K: start → end", "distillation CE: first → end",
-                 "ln K", "teacher cos across scans", "teacher cos across views", "verdict"]
+HEALTH_HEADER = [
+    "family",
+    "teacher entropy / ln K: start → end",
+    "distillation CE: first → end",
+    "ln K",
+    "teacher cos across scans",
+    "teacher cos across views",
+    "verdict",
+]
 
 
 def health_rows(health: dict[str, FamilyHealth]) -> list[list[str]]:
@@ -185,11 +192,17 @@ def health_rows(health: dict[str, FamilyHealth]) -> list[list[str]]:
     rows = []
     for h in health.values():
         note = "; CE above ln K" if h.ce_above_ln_k else ""
-        rows.append([
-            h.family, f"{format_value(h.entropy_start)} → {format_value(h.entropy_end)}",
-            f"{format_value(h.ce_first)} → {format_value(h.ce_end)}", format_value(h.ln_k),
-            format_value(h.cos_batch), format_value(h.cos_views), h.verdict + note,
-        ])
+        rows.append(
+            [
+                h.family,
+                f"{format_value(h.entropy_start)} → {format_value(h.entropy_end)}",
+                f"{format_value(h.ce_first)} → {format_value(h.ce_end)}",
+                format_value(h.ln_k),
+                format_value(h.cos_batch),
+                format_value(h.cos_views),
+                h.verdict + note,
+            ]
+        )
     return rows
 
 
@@ -258,10 +271,16 @@ def render_report(
     for r in results:
         parts += [f"## {r.label} ({r.command})", ""]
         if r.health:
-            parts += ["### Distillation health", "", markdown_table(HEALTH_HEADER, health_rows(r.health)), "",
-                      f"Uniform: entropy / ln K > {UNIFORM} (the CE sits at ln K, no signal); "
-                      f"collapsed: < {ONE_HOT}, or the same output for every scan (cos across scans "
-                      f"> {SAME_OUTPUT}).", ""]
+            parts += [
+                "### Distillation health",
+                "",
+                markdown_table(HEALTH_HEADER, health_rows(r.health)),
+                "",
+                f"Uniform: entropy / ln K > {UNIFORM} (the CE sits at ln K, no signal); "
+                f"collapsed: < {ONE_HOT}, or the same output for every scan (cos across scans "
+                f"> {SAME_OUTPUT}).",
+                "",
+            ]
         for t in r.tables:
             path = r.folder / t["path"]
             if not path.is_file():

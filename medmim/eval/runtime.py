@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; otherwise the named device."""
+    """ "auto" -> CUDA when available, else CPU; otherwise the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -48,12 +48,20 @@ def resolve_recipe(meta: dict[str, Any], override: str | None) -> dict[str, Any]
         return recipe_dict(RECIPES[preset_name(override, "--recipe")])
     if meta.get("recipe"):
         return recipe_dict(meta["recipe"])
-    log.warning("the encoder records no recipe (scratch preset): using the '%s' recipe", DEFAULT_RECIPE)
+    log.warning(
+        "the encoder records no recipe (scratch preset): using the '%s' recipe", DEFAULT_RECIPE
+    )
     return recipe_dict(RECIPES[DEFAULT_RECIPE])
 
 
-def check_data_recipe(records: Sequence[Any], recipe: Any, force: bool = False,
-                      override: str | None = None, source: str = "", crops: bool = False) -> None:
+def check_data_recipe(
+    records: Sequence[Any],
+    recipe: Any,
+    force: bool = False,
+    override: str | None = None,
+    source: str = "",
+    crops: bool = False,
+) -> None:
     """Stop (`ConfigError`) when `recipe` is made for another modality than a few of `records`
     (`medmim.data.recipe_check`; `crops`: volumes cut around objects, see there), naming
     `--plan` / `--recipe` / `--force-recipe`; `force` skips the check."""

@@ -86,13 +86,16 @@ def resolve_roi(cfg: SegmentConfig, meta: dict[str, Any], decoder: str) -> list[
     """The training / sliding-window ROI, checked against what the decoder can take."""
     roi = default_roi(cfg.roi, meta)
     if decoder == "swin_unetr" and any(r % 32 or r < 64 for r in roi):
-        raise ConfigError(f"--roi {','.join(map(str, roi))}: swin_unetr needs sides that are "
-                          "multiples of 32 and at least 64 (e.g. 64,64,64 or 96,96,96)")
+        raise ConfigError(
+            f"--roi {','.join(map(str, roi))}: swin_unetr needs sides that are "
+            "multiples of 32 and at least 64 (e.g. 64,64,64 or 96,96,96)"
+        )
     return roi
 
 
-def build_model(encoder: nn.Module, name: str, num_classes: int, roi: list[int],
-                feature_size: int = 16) -> tuple[nn.Module, dict[str, Any]]:
+def build_model(
+    encoder: nn.Module, name: str, num_classes: int, roi: list[int], feature_size: int = 16
+) -> tuple[nn.Module, dict[str, Any]]:
     """The segmenter (decoder `name` on `encoder`) and its decoder build spec.
 
     `feature_size` is UNETR's base width (16 in the paper); SwinUNETR's equals the encoder's
@@ -104,19 +107,22 @@ def build_model(encoder: nn.Module, name: str, num_classes: int, roi: list[int],
     return DECODERS.build(spec, encoder=encoder), spec
 
 
-def train(model: nn.Module, loader: Any, cfg: SegmentConfig, device: torch.device,
-          out: Path) -> list[dict[str, float]]:
+def train(
+    model: nn.Module, loader: Any, cfg: SegmentConfig, device: torch.device, out: Path
+) -> list[dict[str, float]]:
     """Fine-tune for `cfg.max_steps` steps; logs every step to `train_log.jsonl`."""
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0.0,
-                         smooth_dr=1e-6)
+    loss_fn = DiceCELoss(
+        to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-6
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_fraction * cfg.max_steps)
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
     history: list[dict[str, float]] = []
     model.train()
     with open(out / "train_log.jsonl", "w", encoding="utf-8") as log_file:
-        for step in tqdm(range(cfg.max_steps), desc="fine-tune", leave=False,
-                         disable=not cfg.progress):
+        for step in tqdm(
+            range(cfg.max_steps), desc="fine-tune", leave=False, disable=not cfg.progress
+        ):
             lr = warmup_cosine(step, cfg.max_steps, cfg.lr, cfg.lr * 1e-2, warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -137,13 +143,22 @@ def train(model: nn.Module, loader: Any, cfg: SegmentConfig, device: torch.devic
     return history
 
 
-def evaluate(model: nn.Module, records: list, recipe: dict[str, Any], names: list[str],
-             cfg: SegmentConfig, roi: list[int], device: torch.device, out: Path,
-             labelled: bool = True) -> tuple[list[dict], list]:
+def evaluate(
+    model: nn.Module,
+    records: list,
+    recipe: dict[str, Any],
+    names: list[str],
+    cfg: SegmentConfig,
+    roi: list[int],
+    device: torch.device,
+    out: Path,
+    labelled: bool = True,
+) -> tuple[list[dict], list]:
     """Predict every record (saved NIfTI); with labels, per-case metrics rows and figure items.
 
     Cases are loaded one at a time, so a large test set never sits in memory.
     """
+
     def predict(image):
         return segment_eval.predict_probs(model, image, roi, device, cfg.overlap, cfg.sw_batch_size)
 
@@ -155,8 +170,10 @@ def evaluate(model: nn.Module, records: list, recipe: dict[str, Any], names: lis
             continue
         ref = segment_eval.reference_labels(case, len(names) + 1)
         scores = segment_eval.case_metrics(pred, ref, len(names) + 1, case.original_spacing)
-        rows += [{"case": case.name, "class": n, **{m: float(scores[m][k]) for m in scores}}
-                 for k, n in enumerate(names)]
+        rows += [
+            {"case": case.name, "class": n, **{m: float(scores[m][k]) for m in scores}}
+            for k, n in enumerate(names)
+        ]
         if len(figure) < cfg.max_figures:
             figure.append((case.name, case.image[0], case.masks["label"], grid_pred))
     return rows, figure
@@ -184,23 +201,44 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     evaluate(model, splits.test, recipe, names, cfg, roi, device, out, labelled=False)
     metrics = segment_eval.write_tables(rows, names, out)
     metrics["train/loss_last"] = history[-1]["loss"] if history else float("nan")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(out / "segmenter.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(out / "segmenter.safetensors"),
+    )
     info = {"decoder": spec, "encoder": meta, "labels": names, "roi": roi, "recipe": recipe}
-    (out / "segmenter.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / "segmenter.json").write_text(
+        json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     figures = []
     if figure:
         overlays.segmentation_overlays(figure, len(names) + 1, out / "figures/overlays.png")
         figures.append({"title": "Validation overlays", "path": "figures/overlays.png"})
     if history:
-        overlays.loss_curve([h["step"] for h in history], [h["loss"] for h in history],
-                            out / "figures/loss.png")
+        overlays.loss_curve(
+            [h["step"] for h in history], [h["loss"] for h in history], out / "figures/loss.png"
+        )
         figures.append({"title": "Fine-tuning loss", "path": "figures/loss.png"})
-    tables = [{"title": "Per class (validation)", "path": "per_class.csv"},
-              {"title": "Per case (validation)", "path": "per_case.csv"}]
-    config = {**dataclasses.asdict(cfg), "roi": roi, "decoder": spec["name"], "labels": names,
-              "train_cases": len(train_cases), "val_cases": len(splits.val),
-              "test_cases": len(splits.test)}
-    write_results(out, "segment", describe(cfg.encoder, meta), metrics, tables, figures,
-                  data=cfg.data, config=config)
+    tables = [
+        {"title": "Per class (validation)", "path": "per_class.csv"},
+        {"title": "Per case (validation)", "path": "per_case.csv"},
+    ]
+    config = {
+        **dataclasses.asdict(cfg),
+        "roi": roi,
+        "decoder": spec["name"],
+        "labels": names,
+        "train_cases": len(train_cases),
+        "val_cases": len(splits.val),
+        "test_cases": len(splits.test),
+    }
+    write_results(
+        out,
+        "segment",
+        describe(cfg.encoder, meta),
+        metrics,
+        tables,
+        figures,
+        data=cfg.data,
+        config=config,
+    )
     return metrics

@@ -54,19 +54,26 @@ def datalist_sections(path: str | Path) -> dict[str, Any]:
     """The parsed datalist JSON (DataError when it is not one)."""
     path = Path(path)
     if path.suffix.lower() != ".json":
-        raise DataError(path, "segmentation needs an MSD-style datalist JSON "
-                              '({"training": [{"image": ..., "label": ...}], ...})')
+        raise DataError(
+            path,
+            "segmentation needs an MSD-style datalist JSON "
+            '({"training": [{"image": ..., "label": ...}], ...})',
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable JSON datalist: {exc}") from exc
     if not isinstance(data, dict) or "training" not in data:
-        raise DataError(path, f"no 'training' section (sections: {list(data) if isinstance(data, dict) else []})")
+        raise DataError(
+            path,
+            f"no 'training' section (sections: {list(data) if isinstance(data, dict) else []})",
+        )
     return data
 
 
-def make_splits(path: str | Path, train_fraction: float = 1.0, val_fraction: float = 0.2,
-                seed: int = 0) -> Splits:
+def make_splits(
+    path: str | Path, train_fraction: float = 1.0, val_fraction: float = 0.2, seed: int = 0
+) -> Splits:
     """Training / validation / test records of a datalist (see the module docstring)."""
     if not 0 < train_fraction <= 1:
         raise ConfigError(f"--train-fraction={train_fraction}: give a fraction in (0, 1]")
@@ -111,15 +118,21 @@ def label_names(path: str | Path, given: Sequence[str] | None, cases: Sequence[C
         else:
             present = sorted({int(v) for c in cases for v in np.unique(c.masks["label"]) if v > 0})
             if top > MAX_UNNAMED_CLASSES and len(present) < top:
-                raise DataError(path, f"label values {present[:8]}{' ...' if len(present) > 8 else ''} "
-                                f"reach {top} with no class names: that would train {top} classes. "
-                                "Name the classes with --labels or a datalist 'labels' dict, or "
-                                "remap the label maps to 0..K")
+                raise DataError(
+                    path,
+                    f"label values {present[:8]}{' ...' if len(present) > 8 else ''} "
+                    f"reach {top} with no class names: that would train {top} classes. "
+                    "Name the classes with --labels or a datalist 'labels' dict, or "
+                    "remap the label maps to 0..K",
+                )
             names = [f"class_{k}" for k in range(1, top + 1)]
     if top > len(names):
         bad = next(c for c in cases if int(c.masks["label"].max()) > len(names))
-        raise DataError(bad.record.label, f"label value {int(bad.masks['label'].max())} but only "
-                                          f"{len(names)} classes named ({names}); fix --labels")
+        raise DataError(
+            bad.record.label,
+            f"label value {int(bad.masks['label'].max())} but only "
+            f"{len(names)} classes named ({names}); fix --labels",
+        )
     return names
 
 
@@ -137,12 +150,18 @@ def check_label_map(label: Any, where: Any) -> None:
     values = np.asarray(label)
     low = float(values.min()) if values.size else 0.0
     if low < 0:
-        raise DataError(where, f"label map holds negative values (min {low:g}); labels are 0 "
-                        "(background) and 1..K; remap it")
+        raise DataError(
+            where,
+            f"label map holds negative values (min {low:g}); labels are 0 "
+            "(background) and 1..K; remap it",
+        )
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         frac = float(values[values != np.round(values)].flat[0])
-        raise DataError(where, f"label map holds non-integer values (e.g. {frac:g}): is it an image "
-                        "rather than a label map? Labels are integers 0..K")
+        raise DataError(
+            where,
+            f"label map holds non-integer values (e.g. {frac:g}): is it an image "
+            "rather than a label map? Labels are integers 0..K",
+        )
 
 
 def load_cases(records: Sequence[Record], recipe: Any, with_labels: bool = True) -> list[Case]:
@@ -150,23 +169,45 @@ def load_cases(records: Sequence[Record], recipe: Any, with_labels: bool = True)
     return [load_case(r, recipe, ("label",) if with_labels else ()) for r in records]
 
 
-def crop_loader(cases: Sequence[Case], roi: Sequence[int], num_samples: int, batch_size: int,
-                seed: int) -> DataLoader:
+def crop_loader(
+    cases: Sequence[Case], roi: Sequence[int], num_samples: int, batch_size: int, seed: int
+) -> DataLoader:
     """A shuffled DataLoader of (B * num_samples) random crops {"image", "label"} (C, *roi)."""
-    items = [{"image": torch.from_numpy(np.ascontiguousarray(c.image)),
-              "label": torch.from_numpy(c.masks["label"][None].astype(np.float32))} for c in cases]
+    items = [
+        {
+            "image": torch.from_numpy(np.ascontiguousarray(c.image)),
+            "label": torch.from_numpy(c.masks["label"][None].astype(np.float32)),
+        }
+        for c in cases
+    ]
     roi = [int(r) for r in roi]
     steps = [
         SpatialPadd(["image", "label"], spatial_size=roi),
-        RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=roi, pos=1,
-                               neg=1, num_samples=num_samples, image_key="image",
-                               image_threshold=-float("inf"), allow_smaller=False),
+        RandCropByPosNegLabeld(
+            ["image", "label"],
+            label_key="label",
+            spatial_size=roi,
+            pos=1,
+            neg=1,
+            num_samples=num_samples,
+            image_key="image",
+            image_threshold=-float("inf"),
+            allow_smaller=False,
+        ),
     ]
     if roi[0] == roi[1]:
         steps.append(RandRotate90d(["image", "label"], prob=0.2, max_k=3, spatial_axes=(0, 1)))
-    steps += [RandScaleIntensityd("image", factors=0.1, prob=0.1),
-              RandShiftIntensityd("image", offsets=0.1, prob=0.1)]
+    steps += [
+        RandScaleIntensityd("image", factors=0.1, prob=0.1),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.1),
+    ]
     transform = Compose(steps).set_random_state(seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(Dataset(items, transform), batch_size=batch_size, shuffle=True,
-                      collate_fn=list_data_collate, generator=generator, num_workers=0)
+    return DataLoader(
+        Dataset(items, transform),
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=list_data_collate,
+        generator=generator,
+        num_workers=0,
+    )

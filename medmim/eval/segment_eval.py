@@ -36,21 +36,34 @@ METRICS = ("dice", "hd95", "asd")
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, image: np.ndarray, roi: Sequence[int], device: torch.device,
-                  overlap: float = 0.5, sw_batch_size: int = 2) -> Tensor:
+def predict_probs(
+    model: nn.Module,
+    image: np.ndarray,
+    roi: Sequence[int],
+    device: torch.device,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+) -> Tensor:
     """Softmax probabilities (K, X, Y, Z) on the recipe grid for one (C, X, Y, Z) image."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(image))[None]
     with autocast(device):
         logits = sliding_window_inference(
-            x, roi_size=list(roi), sw_batch_size=sw_batch_size, predictor=model, overlap=overlap,
-            mode="gaussian", sw_device=device, device="cpu",
+            x,
+            roi_size=list(roi),
+            sw_batch_size=sw_batch_size,
+            predictor=model,
+            overlap=overlap,
+            mode="gaussian",
+            sw_device=device,
+            device="cpu",
         )
     return torch.softmax(logits.float(), dim=1)[0]
 
 
-def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int,
-                 spacing: Sequence[float]) -> dict[str, np.ndarray]:
+def case_metrics(
+    pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float]
+) -> dict[str, np.ndarray]:
     """Dice, HD95 (mm), ASD (mm) per foreground class: `{metric: (K - 1,) float}`.
 
     Args:
@@ -70,8 +83,9 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int,
             # deprecated `always_return_as_numpy=False` to `get_mask_edges`, which warns on every
             # call; nothing medmim passes can avoid it, and results are unaffected.
             warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
-            values = _monai_metrics(torch.stack([~p, p])[None].float(),
-                                    torch.stack([~r, r])[None].float(), spacing)
+            values = _monai_metrics(
+                torch.stack([~p, p])[None].float(), torch.stack([~r, r])[None].float(), spacing
+            )
         for m in METRICS:
             out[m][k - 1] = float(values[m][0, 0])
     return {m: np.where(np.isfinite(v), v, np.nan) for m, v in out.items()}
@@ -80,10 +94,12 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int,
 def _monai_metrics(p: Tensor, r: Tensor, spacing: list[float]) -> dict[str, Tensor]:
     return {
         "dice": DiceMetric(include_background=False, reduction="none", ignore_empty=True)(p, r),
-        "hd95": HausdorffDistanceMetric(include_background=False, percentile=95,
-                                        reduction="none")(p, r, spacing=spacing),
-        "asd": SurfaceDistanceMetric(include_background=False, symmetric=True,
-                                     reduction="none")(p, r, spacing=spacing),
+        "hd95": HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(
+            p, r, spacing=spacing
+        ),
+        "asd": SurfaceDistanceMetric(include_background=False, symmetric=True, reduction="none")(
+            p, r, spacing=spacing
+        ),
     }
 
 
@@ -95,17 +111,26 @@ def reference_labels(case: Case, num_classes: int) -> np.ndarray:
     """
     ref = load_volume(case.record.label)
     if list(ref.shape[1:]) != list(case.meta["original_shape"]):
-        raise DataError(case.record.label, f"shape {tuple(ref.shape[1:])} differs from the image's "
-                                           f"{tuple(case.meta['original_shape'])}")
+        raise DataError(
+            case.record.label,
+            f"shape {tuple(ref.shape[1:])} differs from the image's "
+            f"{tuple(case.meta['original_shape'])}",
+        )
     ref = ref[0].round().long().numpy()
     if ref.max() >= num_classes or ref.min() < 0:
-        raise DataError(case.record.label, f"label values {ref.min()}..{ref.max()} outside 0.."
-                                           f"{num_classes - 1}; name every class with --labels")
+        raise DataError(
+            case.record.label,
+            f"label values {ref.min()}..{ref.max()} outside 0.."
+            f"{num_classes - 1}; name every class with --labels",
+        )
     return ref
 
 
-def predict_case(predict: Callable[[np.ndarray], Tensor], case: Case, out_dir: Path,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def predict_case(
+    predict: Callable[[np.ndarray], Tensor],
+    case: Case,
+    out_dir: Path,
+) -> tuple[np.ndarray, np.ndarray]:
     """Predict one case, save `<name>_seg.nii.gz` in the original geometry.
 
     Returns:
@@ -113,7 +138,9 @@ def predict_case(predict: Callable[[np.ndarray], Tensor], case: Case, out_dir: P
     """
     probs = predict(case.image)
     original = to_original_labels(probs, case.meta).numpy().astype(np.uint8)
-    save_nifti(original, case.meta["original_affine"], out_dir / f"{case.name}_seg.nii.gz", np.uint8)
+    save_nifti(
+        original, case.meta["original_affine"], out_dir / f"{case.name}_seg.nii.gz", np.uint8
+    )
     return probs.argmax(0).numpy().astype(np.uint8), original
 
 
@@ -134,8 +161,9 @@ def write_tables(rows: list[dict], names: Sequence[str], out_dir: Path) -> dict[
         for name in names:
             sel = [r for r in rows if r["class"] == name]
             stats = {m: mean_std([r[m] for r in sel]) for m in METRICS}
-            writer.writerow([name, *[f"{stats[m][s]:.4f}" for m in METRICS for s in ("mean", "std")],
-                             len(sel)])
+            writer.writerow(
+                [name, *[f"{stats[m][s]:.4f}" for m in METRICS for s in ("mean", "std")], len(sel)]
+            )
             metrics.update({f"val/{m}/{name}": stats[m] for m in METRICS})
     for m in METRICS:
         per_case = {}

@@ -102,9 +102,7 @@ class SliceFirstEncoder(nn.Module):
         return self.forward_features(x, mask, spacing)
 
 
-def slice_first_view(
-    model: nn.Module, meta: dict[str, Any]
-) -> tuple[nn.Module, dict[str, Any]]:
+def slice_first_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """`(SliceFirstEncoder(model), meta with crop_size in (X, Y, Z) order)` for an export
     with `"slice_first": true`; `(model, meta)` unchanged otherwise."""
     if not meta.get("slice_first"):

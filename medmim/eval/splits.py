@@ -262,9 +262,7 @@ def make_splits(
             what = f"`folds=1` (a grouped validation split, 1 of {n_splits} folds)"
             pairs = group_folds(dev, labels, groups, n_splits, seed, what)[:1]
         else:
-            tr, va = train_test_split(
-                dev, test_size=0.2, stratify=labels[dev], random_state=seed
-            )
+            tr, va = train_test_split(dev, test_size=0.2, stratify=labels[dev], random_state=seed)
             pairs = [(np.sort(tr), np.sort(va))]
     else:
         _check_counts(labels[dev], folds, f"`folds={folds}`")

@@ -92,7 +92,10 @@ def mask_path(record: Record, key: str, base: str | Path | None = None) -> str |
 
 
 def load_case(
-    record: Record, recipe: Any, mask_keys: tuple[str, ...] = (), base: str | Path | None = None,
+    record: Record,
+    recipe: Any,
+    mask_keys: tuple[str, ...] = (),
+    base: str | Path | None = None,
     require_masks: bool = True,
 ) -> Case:
     """Preprocess `record`'s image with `recipe` and put its masks on the same grid.
@@ -108,8 +111,11 @@ def load_case(
         path = mask_path(record, key, base)
         if path is None:
             if require_masks:
-                raise DataError(record.image, f"has no '{key}' mask in the datalist; add a '{key}'"
-                                              " field to each entry or choose another --mask-key")
+                raise DataError(
+                    record.image,
+                    f"has no '{key}' mask in the datalist; add a '{key}'"
+                    " field to each entry or choose another --mask-key",
+                )
             continue
         case.masks[key] = mask_on_grid(load_volume(path), volume, pre.meta)
     return case
@@ -119,8 +125,10 @@ def mask_on_grid(mask: MetaTensor, image: MetaTensor, meta: dict[str, Any]) -> n
     """A label map (1, X, Y, Z) in the file's geometry -> (X', Y', Z') int64 on the recipe grid."""
     path = mask.meta.get("filename_or_obj", "<mask>")
     if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
-        raise DataError(path, f"mask shape {tuple(mask.shape[1:])} differs from its image's "
-                              f"{tuple(image.shape[1:])}")
+        raise DataError(
+            path,
+            f"mask shape {tuple(mask.shape[1:])} differs from its image's {tuple(image.shape[1:])}",
+        )
     if not np.allclose(mask.affine.numpy(), image.affine.numpy(), atol=1e-3):
         log.warning("%s: affine differs from its image's; using the image's geometry", path)
     mask = MetaTensor(mask.as_tensor().round(), affine=image.affine)
@@ -128,8 +136,9 @@ def mask_on_grid(mask: MetaTensor, image: MetaTensor, meta: dict[str, Any]) -> n
     return out[0].round().long().numpy()
 
 
-def to_grid(volume: Tensor, affine: Any, shape: Any, mode: str = "bilinear",
-            src_affine: Any = None) -> Tensor:
+def to_grid(
+    volume: Tensor, affine: Any, shape: Any, mode: str = "bilinear", src_affine: Any = None
+) -> Tensor:
     """Resample a (C, X, Y, Z) volume onto the grid (`affine`, `shape`) through world space.
 
     Args:
@@ -143,7 +152,9 @@ def to_grid(volume: Tensor, affine: Any, shape: Any, mode: str = "bilinear",
         (C, *shape) float32 tensor; outside the source's field of view 0.
     """
     if src_affine is not None or not isinstance(volume, MetaTensor):
-        volume = MetaTensor(torch.as_tensor(volume), affine=torch.as_tensor(src_affine, dtype=torch.float64))
+        volume = MetaTensor(
+            torch.as_tensor(volume), affine=torch.as_tensor(src_affine, dtype=torch.float64)
+        )
     dst = torch.as_tensor(np.asarray(affine, dtype=np.float64))
     out = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float64)(
         volume.float(), dst_affine=dst, spatial_size=[int(s) for s in shape]
@@ -168,7 +179,7 @@ def to_original_labels(probs: Tensor, meta: dict[str, Any], chunk: int = 2) -> T
     """
     best = label = None
     for start in range(0, probs.shape[0], chunk):
-        part = to_original(probs[start:start + chunk], meta, mode="bilinear")
+        part = to_original(probs[start : start + chunk], meta, mode="bilinear")
         value, index = part.max(0)
         if best is None:
             best, label = value, index
@@ -179,8 +190,9 @@ def to_original_labels(probs: Tensor, meta: dict[str, Any], chunk: int = 2) -> T
     return label
 
 
-def save_nifti(array: np.ndarray | Tensor, affine: Any, path: str | Path,
-               dtype: Any = np.float32) -> Path:
+def save_nifti(
+    array: np.ndarray | Tensor, affine: Any, path: str | Path, dtype: Any = np.float32
+) -> Path:
     """Write (X, Y, Z) `array` with `affine` (the original scan's) as NIfTI; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

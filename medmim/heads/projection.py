@@ -98,7 +98,11 @@ class ProjectionHead(nn.Module):
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """The parameters of `last_layer` (and `last_layer_patch`, when separate)."""
-        layers = [self.last_layer] if self.last_layer_patch is None else [self.last_layer, self.last_layer_patch]
+        layers = (
+            [self.last_layer]
+            if self.last_layer_patch is None
+            else [self.last_layer, self.last_layer_patch]
+        )
         return [p for layer in layers for p in layer.parameters()]
 
     def embed(self, x: Tensor) -> Tensor:

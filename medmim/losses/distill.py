@@ -118,7 +118,9 @@ class DistillationLoss(nn.Module):
                 + did_you_mean(centering, CENTERINGS)
             )
         if sinkhorn_iterations < 1:
-            raise ConfigError(f"loss option 'sinkhorn_iterations' must be >= 1, got {sinkhorn_iterations}")
+            raise ConfigError(
+                f"loss option 'sinkhorn_iterations' must be >= 1, got {sinkhorn_iterations}"
+            )
         self.centering = centering
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.student_temp = float(student_temp)
@@ -134,7 +136,9 @@ class DistillationLoss(nn.Module):
         #: entropy of the last teacher distribution / ln K (1 = uniform targets), a detached
         #: scalar tensor from at most ENTROPY_ROWS rows; None before the first call.
         self.teacher_entropy: Tensor | None = None
-        self.stats: dict[str, Tensor] = {}  #: detached `ce`, `cos_batch`, `cos_views` of the last call
+        self.stats: dict[
+            str, Tensor
+        ] = {}  #: detached `ce`, `cos_batch`, `cos_views` of the last call
 
     def teacher_temp(self, step: int) -> float:
         """tau_t at optimizer step `step` (a pure function of the step)."""
@@ -290,7 +294,10 @@ class DistillationLoss(nn.Module):
 
 
 def _check_views(
-    student: Sequence[Tensor], teacher: Sequence[Tensor], min_views: int, extra_student: bool = False
+    student: Sequence[Tensor],
+    teacher: Sequence[Tensor],
+    min_views: int,
+    extra_student: bool = False,
 ) -> None:
     """Views must be lists of equally shaped tensors, as many student views as teacher views
     (or, with `extra_student`, at least as many: the extra ones are local crops)."""

@@ -24,7 +24,11 @@ from torch import Tensor
 
 def per_sample(output: Tensor) -> Tensor:
     """(B, K) global or (B, N, K) patch logits -> (B, K) float32 (mean over the tokens)."""
-    return output.detach().reshape(output.shape[0], -1, output.shape[-1]).mean(dim=1, dtype=torch.float32)
+    return (
+        output.detach()
+        .reshape(output.shape[0], -1, output.shape[-1])
+        .mean(dim=1, dtype=torch.float32)
+    )
 
 
 @torch.no_grad()

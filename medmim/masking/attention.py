@@ -167,7 +167,9 @@ class HighAttentionMasker(_AttentionMasker):
             shown = _random_hints(
                 ranks,
                 num_masked(self.hint_ratio, n, "floor"),
-                num_masked(self.hint_ratio * r, n, "floor"),  # int(show_ratio N), show_ratio = show_max r
+                num_masked(
+                    self.hint_ratio * r, n, "floor"
+                ),  # int(show_ratio N), show_ratio = show_max r
                 generator,
             )
         else:

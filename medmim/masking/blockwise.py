@@ -111,8 +111,17 @@ class BlockwiseMasker(Masker):
     ) -> MaskOutput:
         """One block mask per sample, drawn on the CPU by a Python RNG that `generator` seeds,
         then moved to `device`; `ratio` is the mean ratio asked for (`attn` is ignored)."""
-        seed = int(host_scalar(torch.randint(0, 2**62, (1,), generator=generator,
-                                             device=generator.device if generator else None)))
+        seed = int(
+            host_scalar(
+                torch.randint(
+                    0,
+                    2**62,
+                    (1,),
+                    generator=generator,
+                    device=generator.device if generator else None,
+                )
+            )
+        )
         rng = random.Random(seed)
         ratios = [self.draw_ratio(rng) for _ in range(batch_size)]
         masks = (

@@ -83,7 +83,9 @@ def views_of(batch: Mapping[str, Any]) -> tuple[Tensor, int]:
     """The batch's views concatenated: (V*B, C, D, H, W), and V (at least 2)."""
     views = batch["views"]
     if isinstance(views, Tensor) or len(views) < 2:
-        raise ValueError("self-distillation needs batch['views'] = a list of at least 2 (B, C, D, H, W) views")
+        raise ValueError(
+            "self-distillation needs batch['views'] = a list of at least 2 (B, C, D, H, W) views"
+        )
     return torch.cat(list(views), dim=0), len(views)
 
 
@@ -93,9 +95,13 @@ def local_views_of(batch: Mapping[str, Any], batch_size: int) -> Tensor | None:
     if local is None or len(local) == 0:
         return None
     if isinstance(local, Tensor) or any(v.shape != local[0].shape for v in local):
-        raise ValueError("batch['local_views'] must be a list of equally shaped (B, C, d, h, w) crops")
+        raise ValueError(
+            "batch['local_views'] must be a list of equally shaped (B, C, d, h, w) crops"
+        )
     if len(local[0]) != batch_size:
-        raise ValueError(f"batch['local_views'] holds {len(local[0])} samples per crop, the views {batch_size}")
+        raise ValueError(
+            f"batch['local_views'] holds {len(local[0])} samples per crop, the views {batch_size}"
+        )
     return torch.cat(list(local), dim=0)
 
 
@@ -190,8 +196,12 @@ class SelfDistillation(PretrainMethod):
         koleo_token: str = "auto",
     ) -> None:
         super().__init__(context)
-        head = {"out_dim": out_dim, "hidden_dim": hidden_dim, "bottleneck_dim": bottleneck_dim,
-                "norm_last_layer": norm_last_layer}
+        head = {
+            "out_dim": out_dim,
+            "hidden_dim": hidden_dim,
+            "bottleneck_dim": bottleneck_dim,
+            "norm_last_layer": norm_last_layer,
+        }
         projections = {
             name: ProjectionHead(spec.in_dim, share_last_layer=spec.share_last_layer, **head)
             for name, spec in heads.items()
@@ -203,10 +213,14 @@ class SelfDistillation(PretrainMethod):
         self.losses = nn.ModuleDict(
             {
                 f: DistillationLoss(
-                    out_dim=out_dim, student_temp=student_temp, teacher_temp=teacher_temp,
-                    warmup_teacher_temp=warmup_teacher_temp, warmup_steps=warmup,
+                    out_dim=out_dim,
+                    student_temp=student_temp,
+                    teacher_temp=teacher_temp,
+                    warmup_teacher_temp=warmup_teacher_temp,
+                    warmup_steps=warmup,
                     steps_per_epoch=self.context.steps_per_epoch,
-                    center_momentum=center_momentum, centering=centering,
+                    center_momentum=center_momentum,
+                    centering=centering,
                 )
                 for f in families
             }
@@ -264,7 +278,13 @@ class SelfDistillation(PretrainMethod):
         return self.student["backbone"](x)
 
     def global_distillation(
-        self, family: str, head: str, student: Tensor, teacher: Tensor, views: int, step: int,
+        self,
+        family: str,
+        head: str,
+        student: Tensor,
+        teacher: Tensor,
+        views: int,
+        step: int,
         local: Tensor | None = None,
     ) -> Tensor:
         """Cross-view CE of global tokens (ITD / AITD / GITD): (V*B, C) student and teacher tokens,
@@ -279,7 +299,14 @@ class SelfDistillation(PretrainMethod):
         return self.losses[family].global_loss(list(s), list(t), step)
 
     def patch_distillation(
-        self, family: str, head: str, student: Tensor, teacher: Tensor, mask: Tensor, views: int, step: int
+        self,
+        family: str,
+        head: str,
+        student: Tensor,
+        teacher: Tensor,
+        mask: Tensor,
+        views: int,
+        step: int,
     ) -> Tensor:
         """Same-view CE over masked patch tokens (MPD / AMPD): (V*B, N, C) tokens, (V*B, d, h, w) mask.
 
@@ -291,7 +318,9 @@ class SelfDistillation(PretrainMethod):
         s = masked.new_zeros(*flat.shape, masked.shape[-1]).index_put((flat,), masked)
         with torch.no_grad():
             t = self.teacher[head](teacher, tokens="patch").chunk(views)
-        return self.losses[family].patch_loss(list(s.chunk(views)), list(t), list(mask.chunk(views)), step)
+        return self.losses[family].patch_loss(
+            list(s.chunk(views)), list(t), list(mask.chunk(views)), step
+        )
 
     def koleo(self, student: Features, views: int) -> Tensor:
         """KoLeo of the student's `koleo_token` (V*B, C), summed over the V global views (DINOv2)."""
@@ -328,7 +357,9 @@ def _koleo_token(token: str, has_cls: bool) -> str:
     if token not in ("auto", "cls", "pooled"):
         raise ConfigError(f"method.koleo_token='{token}' is not one of ['auto', 'cls', 'pooled']")
     if token == "cls" and not has_cls:
-        raise ConfigError("method.koleo_token=cls needs a backbone with a [CLS]; use koleo_token=pooled")
+        raise ConfigError(
+            "method.koleo_token=cls needs a backbone with a [CLS]; use koleo_token=pooled"
+        )
     return ("cls" if has_cls else "pooled") if token == "auto" else token
 
 
@@ -363,6 +394,7 @@ def visuals(
     if recon is not None:
         out["recon"] = recon[0, 0].detach().float()
     if attn is not None:
-        out["attn"] = mask_to_voxels(attn[:1].detach().float().reshape(1, *mask.shape[1:]), size)[0, 0]
+        out["attn"] = mask_to_voxels(attn[:1].detach().float().reshape(1, *mask.shape[1:]), size)[
+            0, 0
+        ]
     return out
-

@@ -55,7 +55,11 @@ class IBOT(SelfDistillation):
     """
 
     method_name = "ibot"
-    loss_terms: ClassVar[dict[str, str]] = {"cls": "distillation", "patch": "distillation", "koleo": "regularizer"}
+    loss_terms: ClassVar[dict[str, str]] = {
+        "cls": "distillation",
+        "patch": "distillation",
+        "koleo": "regularizer",
+    }
     default_masker: dict[str, Any] = IBOT_MASKER
 
     def __init__(
@@ -73,7 +77,9 @@ class IBOT(SelfDistillation):
         net = BACKBONES.build(dict(backbone))
         dims = net.feature_dims
         if global_token not in ("cls", "pooled"):
-            raise ConfigError(f"method '{self.method_name}': global_token must be 'cls' or 'pooled', got '{global_token}'")
+            raise ConfigError(
+                f"method '{self.method_name}': global_token must be 'cls' or 'pooled', got '{global_token}'"
+            )
         if dims[global_token] != dims["patch"]:
             raise ConfigError(
                 f"method '{self.method_name}': the {global_token} token ({dims[global_token]} wide) and the "
@@ -87,7 +93,9 @@ class IBOT(SelfDistillation):
         self.global_token = global_token
         self.weights = {"cls": float(l_cls), "patch": float(l_patch)}
         if not any(self.weights.values()):
-            raise ConfigError(f"method '{self.method_name}': both loss weights (l_cls, l_patch) are 0")
+            raise ConfigError(
+                f"method '{self.method_name}': both loss weights (l_cls, l_patch) are 0"
+            )
         self.masker = MASKERS.build(dict(masker or self.default_masker))
 
     def forward(self, batch: dict[str, Any], step: int) -> StepOutput:
@@ -101,10 +109,20 @@ class IBOT(SelfDistillation):
         local = self.local_features(batch, len(x) // views)  # multi-crop: {} without local views
 
         key, terms = self.global_token, LossTerms()
-        terms.add("cls", self.weights["cls"], lambda: self.global_distillation(
-            "cls", "head", s[key], t[key], views, step, local.get(key)))
-        terms.add("patch", self.weights["patch"], lambda: self.patch_distillation(
-            "patch", "head", s["patch"], t["patch"], mask, views, step))
+        terms.add(
+            "cls",
+            self.weights["cls"],
+            lambda: self.global_distillation(
+                "cls", "head", s[key], t[key], views, step, local.get(key)
+            ),
+        )
+        terms.add(
+            "patch",
+            self.weights["patch"],
+            lambda: self.patch_distillation(
+                "patch", "head", s["patch"], t["patch"], mask, views, step
+            ),
+        )
         terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, masks.hints)}
         return StepOutput(terms.total, logs, visuals(x, mask, None, t.get("attn")))

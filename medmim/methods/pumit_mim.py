@@ -134,4 +134,3 @@ class PUMITMIM(PretrainMethod):
             "attn": mask_to_voxels(feats["attn"][:1].reshape(1, *grid).float(), x.shape[-3:])[0, 0],
         }
         return StepOutput(loss=out.loss, logs=logs, visuals=visuals)
-

@@ -69,9 +69,14 @@ class PUMITTokenizer(PretrainMethod):
     """
 
     method_name = "pumit_tokenizer"
-    loss_terms: ClassVar[dict[str, str]] = {"rec": "reconstruction", "perceptual": "reconstruction",
-                                            "prior": "regularizer", "entropy": "regularizer",
-                                            "gan_g": "adversarial", "disc": "adversarial"}
+    loss_terms: ClassVar[dict[str, str]] = {
+        "rec": "reconstruction",
+        "perceptual": "reconstruction",
+        "prior": "regularizer",
+        "entropy": "regularizer",
+        "gan_g": "adversarial",
+        "disc": "adversarial",
+    }
 
     def __init__(
         self,

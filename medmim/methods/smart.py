@@ -99,8 +99,13 @@ class SMART(SelfDistillation):
     method_name = "smart"
     #: options that moved to another section (`medmim.registry.check_kwargs` names the new key).
     moved_options: ClassVar[dict[str, str]] = {"sa_stage": "model.sa_stage"}
-    loss_terms: ClassVar[dict[str, str]] = {"amip": "reconstruction", "ampd": "distillation", "aitd": "distillation",
-                                            "gitd": "distillation", "koleo": "regularizer"}
+    loss_terms: ClassVar[dict[str, str]] = {
+        "amip": "reconstruction",
+        "ampd": "distillation",
+        "aitd": "distillation",
+        "gitd": "distillation",
+        "koleo": "regularizer",
+    }
     #: added to the error when a Swin-only switch meets another backbone.
     backbone_hint = "For a ViT backbone use method 'smart_vit'."
 
@@ -130,10 +135,16 @@ class SMART(SelfDistillation):
         }
         families = ("patch", "cls", "pooled") if attention else ("patch", "pooled")
         super().__init__(net, heads, mip_heads(net), families, context, **distill)
-        self.weights = {"amip": float(l_amip), "ampd": float(l_ampd),
-                        "aitd": float(l_aitd) if attention else 0.0, "gitd": float(l_gitd)}
+        self.weights = {
+            "amip": float(l_amip),
+            "ampd": float(l_ampd),
+            "aitd": float(l_aitd) if attention else 0.0,
+            "gitd": float(l_gitd),
+        }
         if not any(self.weights.values()):
-            raise ConfigError(f"method '{self.method_name}': every loss weight (l_amip, l_ampd, l_aitd, l_gitd) is 0")
+            raise ConfigError(
+                f"method '{self.method_name}': every loss weight (l_amip, l_ampd, l_aitd, l_gitd) is 0"
+            )
         self.attention = attention
         self.masker = (
             HighAttentionMasker(mask_ratio, hints=hints, hint_ratio=hint_ratio, rounding=rounding)
@@ -163,7 +174,11 @@ class SMART(SelfDistillation):
         """Noisy teacher -> SATT -> attention-guided masks -> student -> eqs. 2-6."""
         x, views = views_of(batch)
         grid = self.encoder.mask_grid(x.shape)
-        noise = self.teacher_noise(grid, len(x), device=x.device).mask if self.teacher_noise.enabled else None
+        noise = (
+            self.teacher_noise(grid, len(x), device=x.device).mask
+            if self.teacher_noise.enabled
+            else None
+        )
         t = self.teacher_features(x, noise)
         masks = self.masker(grid, len(x), attn=t.get("attn"), device=x.device)
         mask = masks.mask
@@ -172,14 +187,31 @@ class SMART(SelfDistillation):
 
         w, terms, recon = self.weights, LossTerms(), None
         if w["amip"]:
-            amip, recon = masked_reconstruction(self.student["mip"], self.l1, s["bottleneck"], x, mask)
+            amip, recon = masked_reconstruction(
+                self.student["mip"], self.l1, s["bottleneck"], x, mask
+            )
             terms.add("amip", w["amip"], amip)
-        terms.add("ampd", w["ampd"], lambda: self.patch_distillation(
-            "patch", "head", s["patch"], t["patch"], mask, views, step))
-        terms.add("aitd", w["aitd"], lambda: self.global_distillation(
-            "cls", "head", s["cls"], t["cls"], views, step, local.get("cls")))
-        terms.add("gitd", w["gitd"], lambda: self.global_distillation(
-            "pooled", "head_pooled", s["pooled"], t["pooled"], views, step, local.get("pooled")))
+        terms.add(
+            "ampd",
+            w["ampd"],
+            lambda: self.patch_distillation(
+                "patch", "head", s["patch"], t["patch"], mask, views, step
+            ),
+        )
+        terms.add(
+            "aitd",
+            w["aitd"],
+            lambda: self.global_distillation(
+                "cls", "head", s["cls"], t["cls"], views, step, local.get("cls")
+            ),
+        )
+        terms.add(
+            "gitd",
+            w["gitd"],
+            lambda: self.global_distillation(
+                "pooled", "head_pooled", s["pooled"], t["pooled"], views, step, local.get("pooled")
+            ),
+        )
         terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, masks.hints)}
         return StepOutput(terms.total, logs, visuals(x, mask, recon, t.get("attn")))

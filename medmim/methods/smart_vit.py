@@ -25,7 +25,9 @@ class SMARTViT(SMART):
     method_name = "smart_vit"
     backbone_hint = ""
 
-    def __init__(self, backbone: dict[str, Any], context: TrainContext | None = None, **options: Any) -> None:
+    def __init__(
+        self, backbone: dict[str, Any], context: TrainContext | None = None, **options: Any
+    ) -> None:
         check_kwargs(SMART, options, "method 'smart_vit'")
         for swin_only in ("semantic_attention", "gitd_stage"):
             options.setdefault(swin_only, None)

@@ -67,8 +67,12 @@ class SMIT(SelfDistillation):
     """
 
     method_name = "smit"
-    loss_terms: ClassVar[dict[str, str]] = {"mip": "reconstruction", "mpd": "distillation", "itd": "distillation",
-                                            "koleo": "regularizer"}
+    loss_terms: ClassVar[dict[str, str]] = {
+        "mip": "reconstruction",
+        "mpd": "distillation",
+        "itd": "distillation",
+        "koleo": "regularizer",
+    }
 
     def __init__(
         self,
@@ -83,9 +87,13 @@ class SMIT(SelfDistillation):
         **distill: Any,
     ) -> None:
         if backbone.get("sa_depth", 0) != 0:
-            raise ConfigError(f"SMIT has no semantic-attention block; remove model.sa_depth={backbone['sa_depth']}")
+            raise ConfigError(
+                f"SMIT has no semantic-attention block; remove model.sa_depth={backbone['sa_depth']}"
+            )
         switches = {"pool_stage": ("pool_stage", pool_stage), "sa_depth": ("sa_depth", 0)}
-        spec = backbone_with(backbone, self.method_name, switches, "SMIT needs a Swin backbone (e.g. swin_smit).")
+        spec = backbone_with(
+            backbone, self.method_name, switches, "SMIT needs a Swin backbone (e.g. swin_smit)."
+        )
         net = BACKBONES.build(spec)
         dims = net.feature_dims
         heads = {
@@ -110,12 +118,24 @@ class SMIT(SelfDistillation):
 
         w, terms, recon = self.weights, LossTerms(), None
         if w["mip"]:
-            mip, recon = masked_reconstruction(self.student["mip"], self.l1, s["bottleneck"], x, mask)
+            mip, recon = masked_reconstruction(
+                self.student["mip"], self.l1, s["bottleneck"], x, mask
+            )
             terms.add("mip", w["mip"], mip)
-        terms.add("mpd", w["mpd"], lambda: self.patch_distillation(
-            "patch", "head_patch", s["patch"], t["patch"], mask, views, step))
-        terms.add("itd", w["itd"], lambda: self.global_distillation(
-            "global", "head_global", s["pooled"], t["pooled"], views, step, local.get("pooled")))
+        terms.add(
+            "mpd",
+            w["mpd"],
+            lambda: self.patch_distillation(
+                "patch", "head_patch", s["patch"], t["patch"], mask, views, step
+            ),
+        )
+        terms.add(
+            "itd",
+            w["itd"],
+            lambda: self.global_distillation(
+                "global", "head_global", s["pooled"], t["pooled"], views, step, local.get("pooled")
+            ),
+        )
         terms.add("koleo", self.koleo_weight, lambda: self.koleo(s, views))
         logs = {**terms.logs, **self.log_common(step, mask, None)}
         return StepOutput(terms.total, logs, visuals(x, mask, recon))

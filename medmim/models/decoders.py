@@ -180,9 +180,16 @@ class UNETRDecoder(nn.Module):
         self.stem = UnetrBasicBlock(3, cin, f, 3, 1, norm_name, res_block=True)
         self.skips = nn.ModuleList(
             UnetrPrUpBlock(
-                spatial_dims=3, in_channels=hid, out_channels=f * 2**j, num_layer=levels - j - 1,
-                kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=norm_name,
-                conv_block=True, res_block=True,
+                spatial_dims=3,
+                in_channels=hid,
+                out_channels=f * 2**j,
+                num_layer=levels - j - 1,
+                kernel_size=3,
+                stride=1,
+                upsample_kernel_size=2,
+                norm_name=norm_name,
+                conv_block=True,
+                res_block=True,
             )
             for j in range(1, levels)
         )
@@ -235,4 +242,6 @@ def _in_channels(encoder: nn.Module) -> int:
 
 def default_decoder(encoder: nn.Module) -> str:
     """`swin_unetr` for a Swin encoder, `unetr` otherwise."""
-    return "swin_unetr" if any(isinstance(m, SwinTransformer) for m in encoder.modules()) else "unetr"
+    return (
+        "swin_unetr" if any(isinstance(m, SwinTransformer) for m in encoder.modules()) else "unetr"
+    )

@@ -158,8 +158,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no checkpoint there")
     if path.stat().st_size == 0:
-        raise ConfigError(f"{path}: not a readable medmim checkpoint (an empty file: its write was "
-                          "cut off, e.g. by a full disk)")
+        raise ConfigError(
+            f"{path}: not a readable medmim checkpoint (an empty file: its write was "
+            "cut off, e.g. by a full disk)"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types
@@ -178,8 +180,10 @@ def _resumable(path: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
-        raise ConfigError(f"{path}: not a resumable medmim checkpoint (no {', '.join(map(repr, missing))}; "
-                          f"it holds {sorted(ckpt)[:8]})")
+        raise ConfigError(
+            f"{path}: not a resumable medmim checkpoint (no {', '.join(map(repr, missing))}; "
+            f"it holds {sorted(ckpt)[:8]})"
+        )
     return ckpt
 
 
@@ -187,8 +191,9 @@ def _why(exc: Exception) -> str:
     """One line on why torch.load failed (never torch's advice to load with weights_only=False)."""
     text = str(exc).strip()
     if text.startswith("Weights only load failed") or "WeightsUnpickler" in text:
-        return ("truncated, not a torch file, or holding objects that a safe weights_only load "
-                "refuses")
+        return (
+            "truncated, not a torch file, or holding objects that a safe weights_only load refuses"
+        )
     return (text.splitlines() or [type(exc).__name__])[0] or type(exc).__name__
 
 
@@ -209,11 +214,19 @@ def load_resume_checkpoint(folder: Path) -> tuple[dict[str, Any], Path]:
             ckpt = _resumable(path)
         except ConfigError:
             continue
-        log.warning("%s; resuming from the newest readable kept copy, %s (step %s): the steps "
-                    "after it run again", first, path.name, ckpt.get("step"))
+        log.warning(
+            "%s; resuming from the newest readable kept copy, %s (step %s): the steps "
+            "after it run again",
+            first,
+            path.name,
+            ckpt.get("step"),
+        )
         return ckpt, path
-    hint = (f" and none of the {len(kept)} kept step-*.ckpt copies is readable" if kept else
-            " and there is no kept step-*.ckpt copy (train.keep_every)")
+    hint = (
+        f" and none of the {len(kept)} kept step-*.ckpt copies is readable"
+        if kept
+        else " and there is no kept step-*.ckpt copy (train.keep_every)"
+    )
     raise ConfigError(f"{first}{hint}; start a new run (another name=) or restore the file")
 
 
@@ -224,10 +237,17 @@ def capture_rng() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
-        "python": {"version": version, "state": torch.tensor(state, dtype=torch.int64), "gauss": gauss},
+        "python": {
+            "version": version,
+            "state": torch.tensor(state, dtype=torch.int64),
+            "gauss": gauss,
+        },
         "numpy": {
-            "name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached),
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
         "cuda": list(cuda),
@@ -240,8 +260,13 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
     np.random.set_state(
-        (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-         npy["cached_gaussian"])
+        (
+            npy["name"],
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
@@ -280,7 +305,11 @@ def load_pretrained_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     """
     path = Path(path)
     if path.is_dir():
-        for candidate in ("encoder.safetensors", "export/encoder.safetensors", f"checkpoints/{LAST}"):
+        for candidate in (
+            "encoder.safetensors",
+            "export/encoder.safetensors",
+            f"checkpoints/{LAST}",
+        ):
             if (path / candidate).is_file():
                 return load_pretrained_encoder(path / candidate)
         raise ConfigError(
@@ -291,7 +320,11 @@ def load_pretrained_encoder(path: str | Path) -> tuple[dict[str, torch.Tensor], 
         from safetensors.torch import load_file
 
         sidecar = path.with_suffix(".json")
-        spec = json.loads(sidecar.read_text(encoding="utf-8")).get("backbone") if sidecar.is_file() else None
+        spec = (
+            json.loads(sidecar.read_text(encoding="utf-8")).get("backbone")
+            if sidecar.is_file()
+            else None
+        )
         return load_file(str(path)), spec
     ckpt = load_checkpoint(path)
     if "encoder" not in ckpt:
@@ -312,13 +345,17 @@ def init_encoder_from(method: nn.Module, path: str | Path) -> None:
     ours = getattr(encoder, "config", None)
     hint = (
         f" The weights were saved from backbone {spec}; this run builds {ours}: set model.* to match."
-        if spec is not None else ""
+        if spec is not None
+        else ""
     )
     own = encoder.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
-              for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(v.shape)} (here {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and tuple(own[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         raise ConfigError(
             f"init_from={path}: the weights do not fit this run's encoder: "

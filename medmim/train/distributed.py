@@ -59,13 +59,17 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> `cuda:LOCAL_RANK` when CUDA is available, else CPU; otherwise `torch.device`."""
+    """ "auto" -> `cuda:LOCAL_RANK` when CUDA is available, else CPU; otherwise `torch.device`."""
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
     try:
         device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
     except RuntimeError as exc:
-        raise ConfigError(f"train.device: '{name}' is not a device ({exc}); use auto, cpu or cuda") from exc
+        raise ConfigError(
+            f"train.device: '{name}' is not a device ({exc}); use auto, cpu or cuda"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name} but CUDA is not available; use train.device=cpu")
     return device

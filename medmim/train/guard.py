@@ -42,7 +42,9 @@ class NonFiniteGuard:
         device: where the counters live.
     """
 
-    def __init__(self, method: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(
+        self, method: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    ) -> None:
         self.method, self.optimizer = method, optimizer
         self.pending = torch.zeros((), device=device)  # non-finite steps since the last check
         self.snapshot: dict[str, Any] | None = None
@@ -94,7 +96,11 @@ class NonFiniteGuard:
             for key, value in state.items():
                 if torch.is_tensor(value):
                     buf = kept.get(key)
-                    if torch.is_tensor(buf) and buf.shape == value.shape and buf.dtype == value.dtype:
+                    if (
+                        torch.is_tensor(buf)
+                        and buf.shape == value.shape
+                        and buf.dtype == value.dtype
+                    ):
                         out[param][key] = buf.copy_(value)
                     else:
                         out[param][key] = value.detach().clone()

@@ -45,7 +45,12 @@ CE_ROWS = 10
 RUN_FRACTION = 0.2
 
 ENTROPY, CE, COS_BATCH, COS_VIEWS, LN_K = (
-    "teacher/entropy/", "distill/ce/", "teacher/cos_batch/", "teacher/cos_views/", "distill/ln_k")
+    "teacher/entropy/",
+    "distill/ce/",
+    "teacher/cos_batch/",
+    "teacher/cos_views/",
+    "distill/ln_k",
+)
 PREFIXES = (ENTROPY, CE, COS_BATCH, COS_VIEWS)
 
 UNIFORM_ADVICE = (
@@ -53,18 +58,21 @@ UNIFORM_ADVICE = (
     "too-high lr at a small batch collapses the teacher to the same output for every scan), "
     "views that share a base crop (data.views=shared), a sharper or constant teacher temperature "
     "(method.teacher_temp, method.warmup_teacher_temp), the EMA momentum (method.momentum_start), "
-    "or method.centering=sinkhorn.")
+    "or method.centering=sinkhorn."
+)
 COLLAPSE_ADVICE = (
     "Raise the teacher temperature (method.teacher_temp, method.warmup_teacher_temp), use "
-    "method.centering=sinkhorn, or spread the outputs with method.koleo_weight.")
+    "method.centering=sinkhorn, or spread the outputs with method.koleo_weight."
+)
 CE_ADVICE = (
     "Check the learning rate (optim.base_lr, optim.lr_scaling=linear) and the EMA momentum "
-    "(method.momentum_start): the student cannot follow a teacher that moves this fast.")
+    "(method.momentum_start): the student cannot follow a teacher that moves this fast."
+)
 
 
 def families(keys: Iterable[str]) -> list[str]:
     """The token families named by distillation keys, in order of first appearance."""
-    found = [k[len(p):] for k in keys for p in PREFIXES if k.startswith(p)]
+    found = [k[len(p) :] for k in keys for p in PREFIXES if k.startswith(p)]
     return list(dict.fromkeys(found))
 
 
@@ -72,11 +80,13 @@ def is_collapsed(entropy: float | None, cos_batch: float | None) -> bool:
     """One-hot targets, or the same (not uniform) output for every scan of a batch."""
     if entropy is None:
         return False
-    return entropy < ONE_HOT or (cos_batch is not None and cos_batch > SAME_OUTPUT and entropy <= UNIFORM)
+    return entropy < ONE_HOT or (
+        cos_batch is not None and cos_batch > SAME_OUTPUT and entropy <= UNIFORM
+    )
 
 
 def verdict(entropy: float | None, cos_batch: float | None) -> str:
-    """"uniform", "collapsed" or "learning" ("unknown" without an entropy)."""
+    """ "uniform", "collapsed" or "learning" ("unknown" without an entropy)."""
     if entropy is None:
         return "unknown"
     if entropy > UNIFORM:
@@ -126,7 +136,10 @@ class HealthCheck:
             entropy = _value(scalars, ENTROPY + family)
             cos_batch = _value(scalars, COS_BATCH + family)
             if entropy is not None:
-                states = {"uniform": entropy > UNIFORM, "collapsed": is_collapsed(entropy, cos_batch)}
+                states = {
+                    "uniform": entropy > UNIFORM,
+                    "collapsed": is_collapsed(entropy, cos_batch),
+                }
                 for kind, active in states.items():
                     messages += self._follow(step, family, kind, active, entropy, cos_batch)
             messages += self._check_ce(step, family, scalars)
@@ -134,7 +147,13 @@ class HealthCheck:
         return messages
 
     def _follow(
-        self, step: int, family: str, kind: str, active: bool, entropy: float, cos_batch: float | None
+        self,
+        step: int,
+        family: str,
+        kind: str,
+        active: bool,
+        entropy: float,
+        cos_batch: float | None,
     ) -> list[str]:
         key = (family, kind)
         if not active:
@@ -175,17 +194,22 @@ def _state_message(
 ) -> str:
     same = f"cos_batch {cos_batch:.3f}" if cos_batch is not None else ""
     if kind == "uniform":
-        note = (f" The teacher also gives every scan of a batch the same output ({same})."
-                if cos_batch is not None and cos_batch > SAME_OUTPUT else "")
+        note = (
+            f" The teacher also gives every scan of a batch the same output ({same})."
+            if cos_batch is not None and cos_batch > SAME_OUTPUT
+            else ""
+        )
         return (
             f"step {step}: distillation health: the teacher's '{family}' targets have been near "
             f"uniform for {steps} steps (entropy / ln K {entropy:.3f} > {UNIFORM}), so its "
-            f"distillation CE sits at ln K and gives the student no signal.{note} {UNIFORM_ADVICE}")
+            f"distillation CE sits at ln K and gives the student no signal.{note} {UNIFORM_ADVICE}"
+        )
     reason = f"entropy / ln K {entropy:.3f}" + (f", {same}" if same else "")
     return (
         f"step {step}: distillation health: the teacher's '{family}' targets have collapsed for "
         f"{steps} steps ({reason}): every scan gets the same sharp target, so the student learns "
-        f"nothing that tells scans apart. {COLLAPSE_ADVICE}")
+        f"nothing that tells scans apart. {COLLAPSE_ADVICE}"
+    )
 
 
 @dataclass(frozen=True)
@@ -214,7 +238,11 @@ class FamilyHealth:
     @property
     def ce_above_ln_k(self) -> bool:
         """The CE ends above CE_MARGIN * ln K."""
-        return self.ce_end is not None and self.ln_k is not None and self.ce_end > CE_MARGIN * self.ln_k
+        return (
+            self.ce_end is not None
+            and self.ln_k is not None
+            and self.ce_end > CE_MARGIN * self.ln_k
+        )
 
 
 def _first(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
@@ -226,7 +254,9 @@ def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], ln_k: float | None = None) -> dict[str, FamilyHealth]:
+def summarize(
+    rows: Sequence[Mapping[str, Any]], ln_k: float | None = None
+) -> dict[str, FamilyHealth]:
     """Per family: start and end (mean over the last 10% of logged rows) of each key, and a verdict.
 
     Args:
@@ -237,14 +267,25 @@ def summarize(rows: Sequence[Mapping[str, Any]], ln_k: float | None = None) -> d
         {family: FamilyHealth}, empty when no row holds a distillation key.
     """
     rows = [r for r in rows if families(r)]
-    tail = rows[-max(1, len(rows) // 10):]
+    tail = rows[-max(1, len(rows) // 10) :]
     out: dict[str, FamilyHealth] = {}
     for f in families(k for r in rows for k in r):
-        end, cos_batch, logged_ln_k = _mean(tail, ENTROPY + f), _mean(tail, COS_BATCH + f), _mean(tail, LN_K)
+        end, cos_batch, logged_ln_k = (
+            _mean(tail, ENTROPY + f),
+            _mean(tail, COS_BATCH + f),
+            _mean(tail, LN_K),
+        )
         out[f] = FamilyHealth(
-            f, _first(rows, ENTROPY + f), end, _first(rows, CE + f), _mean(tail, CE + f),
-            ln_k if logged_ln_k is None else logged_ln_k, cos_batch, _mean(tail, COS_VIEWS + f),
-            verdict(end, cos_batch))
+            f,
+            _first(rows, ENTROPY + f),
+            end,
+            _first(rows, CE + f),
+            _mean(tail, CE + f),
+            ln_k if logged_ln_k is None else logged_ln_k,
+            cos_batch,
+            _mean(tail, COS_VIEWS + f),
+            verdict(end, cos_batch),
+        )
     return out
 
 

@@ -61,5 +61,8 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
         if self.signum is None:
             self.signum = signum
-            log.warning("%s received: finishing this step and saving last.ckpt (Ctrl-C again "
-                        "to stop at once)", signal.Signals(signum).name)
+            log.warning(
+                "%s received: finishing this step and saving last.ckpt (Ctrl-C again "
+                "to stop at once)",
+                signal.Signals(signum).name,
+            )

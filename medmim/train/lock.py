@@ -42,8 +42,10 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ConfigError(f"cannot write to run directory {self.run_dir} ({exc.strerror or exc}); "
-                              "set output_dir= to a writable folder") from exc
+            raise ConfigError(
+                f"cannot write to run directory {self.run_dir} ({exc.strerror or exc}); "
+                "set output_dir= to a writable folder"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

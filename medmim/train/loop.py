@@ -69,7 +69,9 @@ def pretrain(cfg: Any, *, dataset: Any = None, method: PretrainMethod | None = N
     lock = RunLock(Path(cfg.output_dir) / cfg.name)  # one process per run directory
     try:
         s = open_session(cfg, info, dataset, method, lock)
-        monitor = Monitor(s.run_dir, s.step, s.schedule.total_steps, info.is_main, bool(cfg.train.progress))
+        monitor = Monitor(
+            s.run_dir, s.step, s.schedule.total_steps, info.is_main, bool(cfg.train.progress)
+        )
         try:
             trained = sum(p.numel() for p in s.method.parameters() if p.requires_grad)
             monitor.info(
@@ -96,8 +98,14 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
     s.model.train()
     while s.step < total:
         epoch, pos = divmod(s.step, s.steps_per_epoch)
-        batches = start_epoch(s.loader, s.sampler, epoch, pos * int(s.cfg.optim.accumulate),
-                              int(s.cfg.train.seed), s.info.rank)
+        batches = start_epoch(
+            s.loader,
+            s.sampler,
+            epoch,
+            pos * int(s.cfg.optim.accumulate),
+            int(s.cfg.train.seed),
+            s.info.rank,
+        )
         end = min((epoch + 1) * s.steps_per_epoch, total)
         window_start = time.perf_counter()
         while s.step < end:
@@ -111,8 +119,10 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
             _save_visuals(s, visuals)
             if check and stop is not None and _stop_requested(s, stop):
                 path = s.save()
-                monitor.info(f"stopped by {signal.Signals(stop.signum or 15).name} after step "
-                             f"{s.step}; saved {path}")
+                monitor.info(
+                    f"stopped by {signal.Signals(stop.signum or 15).name} after step "
+                    f"{s.step}; saved {path}"
+                )
                 raise RunInterrupted(stop.signum or signal.SIGTERM, s.step, path)
     barrier(s.info)
     if s.info.is_main:
@@ -127,9 +137,14 @@ def _is_check(s: Session, done: int, stop: StopRequest | None) -> bool:
     synchronisation): logging, checkpoint and last steps (the same on every rank), and, in one
     process, the step after a stop request."""
     t = s.cfg.train
-    return (done == 1 or done % int(t.log_every) == 0 or done % int(t.ckpt_every) == 0
-            or done == s.schedule.total_steps or bool(t.keep_every and done % int(t.keep_every) == 0)
-            or (stop is not None and stop.signum is not None and not s.info.distributed))
+    return (
+        done == 1
+        or done % int(t.log_every) == 0
+        or done % int(t.ckpt_every) == 0
+        or done == s.schedule.total_steps
+        or bool(t.keep_every and done % int(t.keep_every) == 0)
+        or (stop is not None and stop.signum is not None and not s.info.distributed)
+    )
 
 
 def _stop_requested(s: Session, stop: StopRequest) -> bool:
@@ -161,7 +176,9 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
         batch = to_device(next(batches), info.device)
         last = micro == accumulate - 1
         with s.model.no_sync() if info.distributed and not last else nullcontext():
-            with torch.autocast(info.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+            with torch.autocast(
+                info.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None
+            ):
                 out = s.model(batch, step)
             loss = out.loss.float()
             loss_sum += loss.detach()
@@ -172,8 +189,9 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
     s.scaler.unscale_(s.optimizer)
     for p in s.method.frozen_parameters(step):
         p.grad = None  # AdamW skips it: no update, no weight decay
-    grad_norm = clip_gradients(s.method.parameters(), float(s.cfg.optim.clip_grad),
-                               str(s.cfg.optim.clip_mode)).to(info.device)
+    grad_norm = clip_gradients(
+        s.method.parameters(), float(s.cfg.optim.clip_grad), str(s.cfg.optim.clip_mode)
+    ).to(info.device)
     bad = ~torch.isfinite(loss_sum)
     if not s.scaler.is_enabled():  # under fp16 an overflow is the scaler's business
         bad = bad | ~torch.isfinite(grad_norm)
@@ -184,9 +202,15 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
         n_bad, loss_total = counts.tolist()
         update = _check(s, step, int(n_bad))
         logs = {k: float(v) for k, v in logs.items()}
-        scalars = {"epoch": step / s.steps_per_epoch, "loss": loss_total / (accumulate * info.world_size),
-                   **logs, "lr": lr, "wd": wd, "grad_norm": float(grad_norm),
-                   "nonfinite/total": s.nonfinite_total}
+        scalars = {
+            "epoch": step / s.steps_per_epoch,
+            "loss": loss_total / (accumulate * info.world_size),
+            **logs,
+            "lr": lr,
+            "wd": wd,
+            "grad_norm": float(grad_norm),
+            "nonfinite/total": s.nonfinite_total,
+        }
     else:
         s.guard.record(bad.float())
         scalars = {}
@@ -224,22 +248,36 @@ def _after_check(s: Session, monitor: Monitor, scalars: dict[str, Any], seconds:
     samples = int(s.cfg.data.batch_size) * int(s.cfg.optim.accumulate) * s.info.world_size * steps
     monitor.postfix(scalars["loss"], samples / max(seconds, 1e-9))
     if not s.guard.last_clean:
-        back = (f"rolled back to the state before step {s.rolled_back_to}" if s.rolled_back_to >= 0
-                else "update skipped")
-        monitor.info(f"step {done - 1}: non-finite loss or gradients since step {done - steps} "
-                     f"(loss {scalars['loss']}, grad norm {scalars['grad_norm']}); {back} "
-                     f"({s.nonfinite_row} roll-back(s) in a row, {s.nonfinite_total} non-finite "
-                     "steps in total)")
+        back = (
+            f"rolled back to the state before step {s.rolled_back_to}"
+            if s.rolled_back_to >= 0
+            else "update skipped"
+        )
+        monitor.info(
+            f"step {done - 1}: non-finite loss or gradients since step {done - steps} "
+            f"(loss {scalars['loss']}, grad norm {scalars['grad_norm']}); {back} "
+            f"({s.nonfinite_row} roll-back(s) in a row, {s.nonfinite_total} non-finite "
+            "steps in total)"
+        )
     if done % t.log_every == 0 or done == s.schedule.total_steps or done == 1:
-        monitor.log_step(done, {**{k: float(v) for k, v in scalars.items()},
-                                "time/step_s": seconds / max(steps, 1),
-                                "speed/samples_per_s": samples / max(seconds, 1e-9)})
+        monitor.log_step(
+            done,
+            {
+                **{k: float(v) for k, v in scalars.items()},
+                "time/step_s": seconds / max(steps, 1),
+                "speed/samples_per_s": samples / max(seconds, 1e-9),
+            },
+        )
     stop = s.nonfinite_row >= int(t.max_nonfinite)
     keep = t.keep_every and done % t.keep_every == 0
     if done % t.ckpt_every == 0 or keep or done == s.schedule.total_steps or stop:
         path = s.save()
     if stop:
-        at = f"the state before step {s.rolled_back_to}" if s.rolled_back_to >= 0 else "the initial weights"
+        at = (
+            f"the state before step {s.rolled_back_to}"
+            if s.rolled_back_to >= 0
+            else "the initial weights"
+        )
         raise NonFiniteLossError(
             f"the loss or its gradients turned non-finite {s.nonfinite_row} times in a row "
             f"(last at step {done - 1}) and each time the run was rolled back; training "

@@ -25,6 +25,7 @@ and once per family when its CE, averaged over the last logged rows, ends above 
 '<f>' distillation CE (...) is above ln K". A learning run (entropy falling, cos_views above
 cos_batch) gets none of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,11 @@ class Monitor:
     """
 
     def __init__(
-        self, run_dir: Path, start_step: int, total_steps: int, enabled: bool = True,
+        self,
+        run_dir: Path,
+        start_step: int,
+        total_steps: int,
+        enabled: bool = True,
         progress: bool = True,
     ) -> None:
         self.enabled = enabled
@@ -73,8 +78,12 @@ class Monitor:
 
         self._writer = SummaryWriter(str(run_dir), purge_step=start_step or None)
         self._bar = tqdm(
-            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-            disable=not progress, desc=run_dir.name,
+            total=total_steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not progress,
+            desc=run_dir.name,
         )
 
     def _truncate_metrics(self, start_step: int) -> None:
@@ -82,7 +91,11 @@ class Monitor:
         path = self.run_dir / METRICS_FILE
         if not path.is_file():
             return
-        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if 0 <= _row_step(ln) <= start_step]
+        keep = [
+            ln
+            for ln in path.read_text(encoding="utf-8").splitlines()
+            if 0 <= _row_step(ln) <= start_step
+        ]
         path.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
 
     def _attach_log_file(self) -> None:
@@ -105,7 +118,9 @@ class Monitor:
     def postfix(self, loss: float, samples_per_s: float) -> None:
         """Show the loss and speed read at the last check step."""
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False
+            )
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         """Write one row (metrics.jsonl, TensorBoard, train.log) for `step` steps done."""

@@ -49,7 +49,8 @@ class Schedule:
             warmup_steps=int(warmup_steps),
             lr=resolve_lr(optim, 1) if optim.lr is None else float(optim.lr),
             min_lr=float(optim.min_lr),
-            wd=float(optim.weight_decay), wd_end=float(optim.weight_decay_end),
+            wd=float(optim.weight_decay),
+            wd_end=float(optim.weight_decay_end),
         )
 
     def lr_at(self, step: int) -> float:
@@ -93,15 +94,15 @@ def resolve_lr(optim: Any, global_batch: int) -> float:
             )
         if global_batch < 1:
             raise ConfigError(f"the global batch must be >= 1, got {global_batch}")
-        lr = float(optim.base_lr) * (global_batch / LR_REFERENCE_BATCH if scaling == "linear" else 1.0)
+        lr = float(optim.base_lr) * (
+            global_batch / LR_REFERENCE_BATCH if scaling == "linear" else 1.0
+        )
     if not lr >= 0:
         raise ConfigError(f"the learning rate must be >= 0, got {lr} (optim.base_lr / optim.lr)")
     return lr
 
 
-def param_groups(
-    module: nn.Module, no_decay_keys: Iterable[str] = ()
-) -> list[dict[str, object]]:
+def param_groups(module: nn.Module, no_decay_keys: Iterable[str] = ()) -> list[dict[str, object]]:
     """Split the trainable parameters into a decayed and a non-decayed group.
 
     No weight decay for: parameters with `ndim <= 1` (norm scales, biases), names ending in
@@ -120,7 +121,9 @@ def param_groups(
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.endswith(".bias") or name in extra or any(k in name for k in keys)
+        skip = (
+            p.ndim <= 1 or name.endswith(".bias") or name in extra or any(k in name for k in keys)
+        )
         (no_decay if skip else decay).append(p)
         names[not skip].append(name)
     return [
@@ -143,8 +146,12 @@ def build_optimizer(module: nn.Module, optim: Any) -> torch.optim.AdamW:
     if len(betas) != 2:
         raise ConfigError(f"optim.betas must be two numbers, got {list(betas)}")
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=0.0, betas=betas,  # type: ignore[arg-type]
-                             fused=True if on_cuda else None)
+    return torch.optim.AdamW(
+        groups,
+        lr=0.0,
+        betas=betas,  # type: ignore[arg-type]
+        fused=True if on_cuda else None,
+    )
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:

@@ -28,17 +28,36 @@ FIGURES_DIR = "figures"
 #: room for logs, TensorBoard events and figures, on top of the checkpoints.
 LOG_RESERVE_BYTES = 64 * 2**20
 #: keys that may change silently when resuming (they do not change what is computed).
-RESUMABLE_CHANGES = ("resume", "train.log_every",
-                     "train.vis_every", "train.ckpt_every", "train.keep_every", "train.progress",
-                     "train.device", "train.max_nonfinite", "data.num_workers", "data.cache_dir",
-                     "output_dir")
+RESUMABLE_CHANGES = (
+    "resume",
+    "train.log_every",
+    "train.vis_every",
+    "train.ckpt_every",
+    "train.keep_every",
+    "train.progress",
+    "train.device",
+    "train.max_nonfinite",
+    "data.num_workers",
+    "data.cache_dir",
+    "output_dir",
+)
 #: keys that may change with a warning: how long and how fast the run goes on (the advice of
 #: the non-finite guard is to resume with a lower learning rate), and where the same scans now
 #: lie. Every other change (model, method, and what the data is: recipe, crops, views, batch)
 #: is refused: the resumed run would silently become another run.
-WARNED_CHANGES = ("train.max_steps", "train.epochs", "optim.", "data.source", "data.on_error",
-                  "train.precision", "train.compile", "train.activation_checkpointing",
-                  "train.deterministic", "train.find_unused_parameters", "init_from")
+WARNED_CHANGES = (
+    "train.max_steps",
+    "train.epochs",
+    "optim.",
+    "data.source",
+    "data.on_error",
+    "train.precision",
+    "train.compile",
+    "train.activation_checkpointing",
+    "train.deterministic",
+    "train.find_unused_parameters",
+    "init_from",
+)
 
 
 def check_run_name(name: str) -> None:
@@ -48,7 +67,13 @@ def check_run_name(name: str) -> None:
         ConfigError: an empty name, a path (separators, an absolute path), "." or "..".
     """
     text = str(name)
-    if not text.strip() or text.strip() in (".", "..") or "/" in text or "\\" in text or text != text.strip():
+    if (
+        not text.strip()
+        or text.strip() in (".", "..")
+        or "/" in text
+        or "\\" in text
+        or text != text.strip()
+    ):
         raise ConfigError(
             f"name={text!r} is not a run name: give one folder name (letters, digits, '-', '_', "
             "'.'), e.g. name=smart_ct; choose where runs go with output_dir=..."
@@ -75,8 +100,11 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
             "the folder to start over"
         )
     if not resume and holds_run(run_dir):
-        fix = (f"continue it with medmim pretrain --resume {run_dir} (or resume=true), choose"
-               if last.is_file() else "choose")
+        fix = (
+            f"continue it with medmim pretrain --resume {run_dir} (or resume=true), choose"
+            if last.is_file()
+            else "choose"
+        )
         raise ConfigError(
             f"{run_dir} already holds a run; {fix} another name=..., or delete the folder to "
             "start over"
@@ -146,8 +174,13 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
         config = ckpt.get("config") if isinstance(ckpt, dict) else None
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported when it is loaded
         config = None
-    log.warning("%s %s; comparing with the config stored in the checkpoint%s; config.yaml will "
-                "be rewritten", path, problem, "" if isinstance(config, dict) else " (none found)")
+    log.warning(
+        "%s %s; comparing with the config stored in the checkpoint%s; config.yaml will "
+        "be rewritten",
+        path,
+        problem,
+        "" if isinstance(config, dict) else " (none found)",
+    )
     return config if isinstance(config, dict) else {}
 
 
@@ -169,8 +202,12 @@ def check_resume_config(run_dir: Path, current: dict[str, Any]) -> list[str]:
     saved = _flatten(_saved_config(run_dir))
     now = _flatten(current)
     defaults = _schema_defaults()
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
-                     and not (k not in saved and now.get(k) == defaults.get(k, object())))
+    changed = sorted(
+        k
+        for k in set(saved) | set(now)
+        if saved.get(k) != now.get(k)
+        and not (k not in saved and now.get(k) == defaults.get(k, object()))
+    )
     changed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
     fatal = [k for k in changed if not k.startswith(WARNED_CHANGES)]
     if fatal:
@@ -197,12 +234,15 @@ def saved_run_config(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such run directory (give runs/<name>)")
     if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / CKPT_DIR / "last.ckpt").is_file():
-        raise ConfigError(f"--resume {run_dir}: holds no run (no {CONFIG_FILE}, no "
-                          f"{CKPT_DIR}/last.ckpt)")
+        raise ConfigError(
+            f"--resume {run_dir}: holds no run (no {CONFIG_FILE}, no {CKPT_DIR}/last.ckpt)"
+        )
     saved = _saved_config(run_dir)
     if not saved:
-        raise ConfigError(f"--resume {run_dir}: neither {CONFIG_FILE} nor last.ckpt holds a "
-                          "readable config; start it again with --config and resume=true")
+        raise ConfigError(
+            f"--resume {run_dir}: neither {CONFIG_FILE} nor last.ckpt holds a "
+            "readable config; start it again with --config and resume=true"
+        )
     return saved
 
 

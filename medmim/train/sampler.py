@@ -80,8 +80,14 @@ def steps_per_epoch(num_items: int, batch_size: int, world_size: int, accumulate
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int,
-    pin_memory: bool = False, batch_sampler: Sampler[list[Any]] | None = None,
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    pin_memory: bool = False,
+    batch_sampler: Sampler[list[Any]] | None = None,
 ) -> tuple[DataLoader, Any]:
     """The pretraining DataLoader (drop_last, no persistent workers) and its sampler.
 
@@ -93,11 +99,17 @@ def build_loader(
     Returns:
         (loader, sampler): the sampler is the `ResumableSampler`, or `batch_sampler`.
     """
-    common = {"num_workers": num_workers, "pin_memory": pin_memory,
-              "generator": torch.Generator(), "persistent_workers": False}
+    common = {
+        "num_workers": num_workers,
+        "pin_memory": pin_memory,
+        "generator": torch.Generator(),
+        "persistent_workers": False,
+    }
     if batch_sampler is not None:
         if not hasattr(batch_sampler, "set_epoch"):
-            raise TypeError(f"{type(batch_sampler).__name__} needs set_epoch(epoch, start) to resume")
+            raise TypeError(
+                f"{type(batch_sampler).__name__} needs set_epoch(epoch, start) to resume"
+            )
         return DataLoader(dataset, batch_sampler=batch_sampler, **common), batch_sampler
     sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
@@ -105,7 +117,11 @@ def build_loader(
 
 
 def start_epoch(
-    loader: DataLoader, sampler: Any, epoch: int, skip_batches: int, seed: int,
+    loader: DataLoader,
+    sampler: Any,
+    epoch: int,
+    skip_batches: int,
+    seed: int,
     rank: int,
 ) -> Iterator[Any]:
     """An iterator over epoch `epoch` of `loader` that starts after `skip_batches` batches."""

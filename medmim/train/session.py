@@ -90,9 +90,15 @@ class Session:
         """The data position of `step` and the layout it depends on."""
         epoch, pos = divmod(self.step, self.steps_per_epoch)
         accumulate = int(self.cfg.optim.accumulate)
-        return {"epoch": epoch, "index": pos * accumulate, "seed": int(self.cfg.train.seed),
-                "world_size": self.info.world_size, "batch_size": int(self.cfg.data.batch_size),
-                "accumulate": accumulate, "steps_per_epoch": self.steps_per_epoch}
+        return {
+            "epoch": epoch,
+            "index": pos * accumulate,
+            "seed": int(self.cfg.train.seed),
+            "world_size": self.info.world_size,
+            "batch_size": int(self.cfg.data.batch_size),
+            "accumulate": accumulate,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
 
     def save(self) -> Path:
         """Write last.ckpt (and step-XXXXXX.ckpt when due). Collective: call on every rank."""
@@ -102,13 +108,22 @@ class Session:
             return path
         m = self.method
         state = {
-            "method": m.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "step": self.step,
-            "epoch": self.step // self.steps_per_epoch, "rng": rngs, "sampler": self.sampler_state(),
+            "method": m.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "rng": rngs,
+            "sampler": self.sampler_state(),
             "data": self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else {},
-            "counters": {"nonfinite_total": self.nonfinite_total, "nonfinite_row": self.nonfinite_row},
-            "config": to_dict(self.cfg), "encoder": m.encoder.state_dict(),
-            "encoder_config": m.encoder_config(), "method_name": m.method_name,
+            "counters": {
+                "nonfinite_total": self.nonfinite_total,
+                "nonfinite_row": self.nonfinite_row,
+            },
+            "config": to_dict(self.cfg),
+            "encoder": m.encoder.state_dict(),
+            "encoder_config": m.encoder_config(),
+            "method_name": m.method_name,
             "medmim_version": __version__,
         }
         ck.check_weights_only_safe(state)
@@ -128,19 +143,29 @@ class Session:
         self.nonfinite_total = int(counters.get("nonfinite_total", 0))
         self.nonfinite_row = int(counters.get("nonfinite_row", 0))
         if self.nonfinite_row >= int(self.cfg.train.max_nonfinite):
-            log.info("the run was stopped by the non-finite guard; resuming with a fresh allowance "
-                     "of %d roll-backs", int(self.cfg.train.max_nonfinite))
+            log.info(
+                "the run was stopped by the non-finite guard; resuming with a fresh allowance "
+                "of %d roll-backs",
+                int(self.cfg.train.max_nonfinite),
+            )
             self.nonfinite_row = 0
         saved, now = ckpt.get("sampler", {}), self.sampler_state()
         if any(saved.get(k) != now[k] for k in now if k not in ("epoch", "index")):
-            log.warning("resuming with another data layout (%s -> %s): the data order differs "
-                        "from the interrupted run's", saved, now)
+            log.warning(
+                "resuming with another data layout (%s -> %s): the data order differs "
+                "from the interrupted run's",
+                saved,
+                now,
+            )
         rngs = ckpt.get("rng", [])
         if len(rngs) == self.info.world_size:
             ck.restore_rng(rngs[self.info.rank])
         else:
-            log.warning("the checkpoint holds RNG states of %d processes, this run has %d: "
-                        "reseeding", len(rngs), self.info.world_size)
+            log.warning(
+                "the checkpoint holds RNG states of %d processes, this run has %d: reseeding",
+                len(rngs),
+                self.info.world_size,
+            )
             ck.seed_everything(int(self.cfg.train.seed) + self.info.rank + self.step)
         if ckpt.get("data") and hasattr(self.dataset, "load_state_dict"):
             self.dataset.load_state_dict(ckpt["data"])
@@ -156,14 +181,26 @@ def resolve_config(cfg: Any) -> DictConfig:
     choices = {"train.precision": ("auto", *PRECISIONS), "optim.clip_mode": ("per_param", "global")}
     for key, allowed in choices.items():
         if OmegaConf.select(cfg, key) not in allowed:
-            raise ConfigError(f"{key}: '{OmegaConf.select(cfg, key)}' is not one of {', '.join(allowed)}")
-    minimum = {"optim.accumulate": 1, "data.batch_size": 1, "train.epochs": 1, "train.log_every": 1,
-               "train.ckpt_every": 1, "train.max_nonfinite": 1, "train.vis_every": 0,
-               "train.keep_every": 0, "optim.warmup_steps": 0}
+            raise ConfigError(
+                f"{key}: '{OmegaConf.select(cfg, key)}' is not one of {', '.join(allowed)}"
+            )
+    minimum = {
+        "optim.accumulate": 1,
+        "data.batch_size": 1,
+        "train.epochs": 1,
+        "train.log_every": 1,
+        "train.ckpt_every": 1,
+        "train.max_nonfinite": 1,
+        "train.vis_every": 0,
+        "train.keep_every": 0,
+        "optim.warmup_steps": 0,
+    }
     for key, low in minimum.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and int(value) < low:
-            raise ConfigError(f"{key}: {OmegaConf.select(cfg, key)} is too small; use an integer >= {low}")
+            raise ConfigError(
+                f"{key}: {OmegaConf.select(cfg, key)} is too small; use an integer >= {low}"
+            )
     return cfg
 
 
@@ -180,8 +217,13 @@ def _on_main(info: DistInfo, fn: Callable[[], Any]) -> None:
         raise ConfigError(error)
 
 
-def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: Any = None,
-                 lock: RunLock | None = None) -> Session:
+def open_session(
+    cfg: DictConfig,
+    info: DistInfo,
+    dataset: Any = None,
+    method: Any = None,
+    lock: RunLock | None = None,
+) -> Session:
     """Check, build (or restore) everything of a run before its first step; `lock` (the run
     directory's, taken here by rank 0 before anything is checked or written) is the caller's
     to release."""
@@ -190,13 +232,27 @@ def open_session(cfg: DictConfig, info: DistInfo, dataset: Any = None, method: A
     data = _build_data(cfg, info, run_dir, dataset)
     ck.seed_everything(int(cfg.train.seed))  # the same initial weights on every rank
     method = _build_method(cfg, info, data, method)
-    _on_main(info, lambda: check_disk_space(
-        run_dir, estimate_checkpoint_bytes(method), data.total_steps, int(cfg.train.keep_every)))
+    _on_main(
+        info,
+        lambda: check_disk_space(
+            run_dir, estimate_checkpoint_bytes(method), data.total_steps, int(cfg.train.keep_every)
+        ),
+    )
     opt = _build_optimizer(cfg, info, method, data)
     session = Session(
-        cfg=cfg, info=info, run_dir=run_dir, dataset=data.dataset, method=method, model=method,
-        optimizer=opt.optimizer, scaler=opt.scaler, schedule=opt.schedule, loader=data.loader,
-        sampler=data.sampler, steps_per_epoch=data.steps_per_epoch, amp_dtype=opt.amp_dtype,
+        cfg=cfg,
+        info=info,
+        run_dir=run_dir,
+        dataset=data.dataset,
+        method=method,
+        model=method,
+        optimizer=opt.optimizer,
+        scaler=opt.scaler,
+        schedule=opt.schedule,
+        loader=data.loader,
+        sampler=data.sampler,
+        steps_per_epoch=data.steps_per_epoch,
+        amp_dtype=opt.amp_dtype,
         lr_note=lr_note,
     )
     if cfg.resume:
@@ -256,22 +312,40 @@ def _build_data(cfg: DictConfig, info: DistInfo, run_dir: Path, dataset: Any) ->
 
     if dataset is None:
         dataset = pretrain_data.build_pretrain_dataset(cfg.data, run_dir, int(cfg.train.seed))
-    batch, accumulate, seed = int(cfg.data.batch_size), int(cfg.optim.accumulate), int(cfg.train.seed)
+    batch, accumulate, seed = (
+        int(cfg.data.batch_size),
+        int(cfg.optim.accumulate),
+        int(cfg.train.seed),
+    )
     spe = steps_per_epoch(len(dataset), batch, info.world_size, accumulate)
     batch_sampler = pretrain_data.build_pretrain_batch_sampler(
-        cfg.data, dataset, spe * accumulate, info.rank, info.world_size, seed)
-    loader, sampler = build_loader(dataset, batch, int(cfg.data.num_workers), info.rank,
-                                   info.world_size, seed, pin_memory=info.device.type == "cuda",
-                                   batch_sampler=batch_sampler)
+        cfg.data, dataset, spe * accumulate, info.rank, info.world_size, seed
+    )
+    loader, sampler = build_loader(
+        dataset,
+        batch,
+        int(cfg.data.num_workers),
+        info.rank,
+        info.world_size,
+        seed,
+        pin_memory=info.device.type == "cuda",
+        batch_sampler=batch_sampler,
+    )
     total = spe * int(cfg.train.epochs)
     total = min(total, int(cfg.train.max_steps)) if cfg.train.max_steps else total
-    return _Data(dataset=dataset, loader=loader, sampler=sampler, steps_per_epoch=spe, total_steps=total)
+    return _Data(
+        dataset=dataset, loader=loader, sampler=sampler, steps_per_epoch=spe, total_steps=total
+    )
 
 
-def _build_optimizer(cfg: DictConfig, info: DistInfo, method: PretrainMethod, data: _Data) -> _Optim:
+def _build_optimizer(
+    cfg: DictConfig, info: DistInfo, method: PretrainMethod, data: _Data
+) -> _Optim:
     """AdamW over the method's parameters, the gradient scaler (on for fp16 only), the lr / wd
     schedule and the autocast dtype ("auto": bf16 on CUDA, fp32 elsewhere)."""
-    amp = PRECISIONS.get(str(cfg.train.precision), torch.bfloat16 if info.device.type == "cuda" else None)
+    amp = PRECISIONS.get(
+        str(cfg.train.precision), torch.bfloat16 if info.device.type == "cuda" else None
+    )
     return _Optim(
         optimizer=build_optimizer(method, cfg.optim),
         scaler=torch.amp.GradScaler(info.device.type, enabled=amp is torch.float16),
@@ -285,9 +359,11 @@ def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
     for train.log that says where it came from."""
     batch = int(cfg.data.batch_size) * int(cfg.optim.accumulate) * info.world_size
     how = (
-        "optim.lr, as given" if cfg.optim.lr is not None
+        "optim.lr, as given"
+        if cfg.optim.lr is not None
         else f"optim.base_lr {float(cfg.optim.base_lr):g} x {batch} / {LR_REFERENCE_BATCH}"
-        if cfg.optim.lr_scaling == "linear" else "optim.base_lr, lr_scaling=none"
+        if cfg.optim.lr_scaling == "linear"
+        else "optim.base_lr, lr_scaling=none"
     )
     lr = resolve_lr(cfg.optim, batch)
     with open_dict(cfg):
@@ -302,17 +378,24 @@ def _build_method(cfg: DictConfig, info: DistInfo, data: _Data, method: Any) -> 
         spe, dataset = data.steps_per_epoch, data.dataset
         channels = getattr(dataset, "in_channels", None) or int(dataset[0]["views"][0].shape[0])
         context = TrainContext(
-            steps_per_epoch=spe, total_steps=data.total_steps, in_channels=channels,
+            steps_per_epoch=spe,
+            total_steps=data.total_steps,
+            in_channels=channels,
             crop_size=tuple(int(s) for s in cfg.data.crop_size),
             freeze_last_layer_steps=round(float(cfg.optim.freeze_last_layer_epochs) * spe),
         )
         method = METHODS.build(to_dict(cfg.method), backbone=to_dict(cfg.model), context=context)
     method = method.to(info.device)
     if cfg.train.activation_checkpointing:
-        target = next((m for m in (method, method.encoder) if hasattr(m, "set_grad_checkpointing")), None)
+        target = next(
+            (m for m in (method, method.encoder) if hasattr(m, "set_grad_checkpointing")), None
+        )
         if target is None:
-            log.warning("train.activation_checkpointing: %s and its encoder have no "
-                        "set_grad_checkpointing(); ignored", type(method).__name__)
+            log.warning(
+                "train.activation_checkpointing: %s and its encoder have no "
+                "set_grad_checkpointing(); ignored",
+                type(method).__name__,
+            )
         else:
             target.set_grad_checkpointing(True)
     if cfg.init_from and not cfg.resume:

@@ -46,20 +46,24 @@ def save_visuals(visuals: dict[str, torch.Tensor], path: Path, title: str = "") 
     base = vols.get("view")
     height = 2.5 * len(vols) + 0.7
     fig = Figure(figsize=(7.5, height))
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=1 - 0.7 / height, wspace=0.03,
-                        hspace=0.06)
+    fig.subplots_adjust(
+        left=0.06, right=0.99, bottom=0.01, top=1 - 0.7 / height, wspace=0.03, hspace=0.06
+    )
     axes = fig.subplots(len(vols), 3, squeeze=False)
     window = (float(base.min()), float(base.max())) if base is not None else (None, None)
     for row, (key, vol) in enumerate(vols.items()):
         over = key in OVERLAYS and base is not None and base.shape == vol.shape
-        same_window = key == "recon" and base is not None  # judge the reconstruction on the view's scale
+        same_window = (
+            key == "recon" and base is not None
+        )  # judge the reconstruction on the view's scale
         for col, (img, plane) in enumerate(zip(mid_slices(vol), PLANES)):
             ax = axes[row][col]
             if over:
                 assert base is not None
                 ax.imshow(mid_slices(base)[col], cmap="gray", origin="lower")
-                ax.imshow(np.ma.masked_where(img <= 0, img), cmap=OVERLAYS[key], alpha=0.5,
-                          origin="lower")
+                ax.imshow(
+                    np.ma.masked_where(img <= 0, img), cmap=OVERLAYS[key], alpha=0.5, origin="lower"
+                )
             else:
                 vmin, vmax = window if same_window else (None, None)
                 ax.imshow(img, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
@@ -77,7 +81,11 @@ def save_visuals(visuals: dict[str, torch.Tensor], path: Path, title: str = "") 
 
 def plot_loss_curves(metrics: Path, path: Path) -> Path | None:
     """Loss terms and learning rate against the step, from metrics.jsonl (None if empty)."""
-    rows = [json.loads(ln) for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()] if metrics.is_file() else []
+    rows = (
+        [json.loads(ln) for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if metrics.is_file()
+        else []
+    )
     if not rows:
         return None
     from matplotlib.figure import Figure
@@ -102,7 +110,11 @@ def plot_loss_curves(metrics: Path, path: Path) -> Path | None:
         ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax_loss.yaxis.set_minor_formatter(NullFormatter())
     ax_loss.legend(fontsize=8)
-    lrs = [(r["step"], r["lr"]) for r in rows if isinstance(r.get("lr"), (int, float)) and math.isfinite(r["lr"])]
+    lrs = [
+        (r["step"], r["lr"])
+        for r in rows
+        if isinstance(r.get("lr"), (int, float)) and math.isfinite(r["lr"])
+    ]
     if lrs:
         ax_lr.plot(*zip(*lrs), color="k")
     ax_lr.set_xlabel("step")

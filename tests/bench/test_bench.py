@@ -39,8 +39,16 @@ def test_gpu_peaks_and_cpu_placeholders() -> None:
 
 
 def test_gpu_code_path_runs_when_forced_on_cpu() -> None:
-    g = gpu_measurements(torch.device("cpu"), "smit", sizes=(32,), batch=1, repeats=1, limit=2,
-                         preset="smit_demo", force=True)
+    g = gpu_measurements(
+        torch.device("cpu"),
+        "smit",
+        sizes=(32,),
+        batch=1,
+        repeats=1,
+        limit=2,
+        preset="smit_demo",
+        force=True,
+    )
     assert g["largest_batch"] == {"32^3": 2}  # nothing runs out of memory on a CPU
     assert set(g["bf16_throughput"]) == {"fp32", "bf16", "speedup"}
     assert g["mfu"]["flops_per_step"] > 0 and g["mfu"]["mfu"] is None and "peak" in g["mfu"]["note"]
@@ -50,15 +58,24 @@ def test_gpu_code_path_runs_when_forced_on_cpu() -> None:
 def test_window_count_matches_monai() -> None:
     from monai.inferers.utils import _get_scan_interval, dense_patch_slices
 
-    for volume, roi, overlap in (([256, 256, 128], 96, 0.25), ([256, 256, 128], 96, 0.5), ([64, 64, 64], 64, 0.5)):
+    for volume, roi, overlap in (
+        ([256, 256, 128], 96, 0.25),
+        ([256, 256, 128], 96, 0.5),
+        ([64, 64, 64], 64, 0.5),
+    ):
         interval = _get_scan_interval(volume, [roi] * 3, 3, (overlap,) * 3)
-        assert count_windows(volume, [roi] * 3, overlap) == len(dense_patch_slices(volume, [roi] * 3, interval))
+        assert count_windows(volume, [roi] * 3, overlap) == len(
+            dense_patch_slices(volume, [roi] * 3, interval)
+        )
 
 
 def test_interleaved_timer_and_flop_counter() -> None:
     calls: list[str] = []
-    times = interleaved({"a": lambda i: calls.append(f"a{i}"), "b": lambda i: calls.append(f"b{i}")},
-                        repeats=2, device=torch.device("cpu"))
+    times = interleaved(
+        {"a": lambda i: calls.append(f"a{i}"), "b": lambda i: calls.append(f"b{i}")},
+        repeats=2,
+        device=torch.device("cpu"),
+    )
     assert calls == ["a0", "b0", "a1", "b1", "a2", "b2"]  # warm-up round, then interleaved
     assert set(times["a"]) == {"wall_s", "cpu_s", "wall_min_s"}
     x, w = torch.randn(4, 8), torch.randn(8, 16)
@@ -77,7 +94,15 @@ def test_tiny_bench_writes_every_key(tmp_path: Path) -> None:
     result = run_bench(bench_config("tiny"), tmp_path, say=lambda *_: None)
     saved = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert saved["schema"] == 1 and set(saved) >= {
-        "created", "machine", "settings", "pretrain_steps", "data_loader", "sliding_window", "gpu", "seconds"}
+        "created",
+        "machine",
+        "settings",
+        "pretrain_steps",
+        "data_loader",
+        "sliding_window",
+        "gpu",
+        "seconds",
+    }
     machine = saved["machine"]
     assert {"cpu", "cores", "torch", "monai", "date", "load_average"} <= set(machine)
     assert machine["torch"] == torch.__version__ and machine["cores"] >= 1

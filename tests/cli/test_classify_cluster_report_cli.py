@@ -35,8 +35,9 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
                 "in_channels": 1,
                 "crop_size": [32] * 3,
             }
-        )
-    , encoding="utf-8")
+        ),
+        encoding="utf-8",
+    )
     return root / "toy.npz", root / "arch"
 
 
@@ -127,8 +128,17 @@ def test_bad_inputs_exit_with_a_message(inputs, tmp_path, capsys) -> None:
 def test_library_options_are_named_as_flags(inputs, tmp_path, capsys) -> None:
     """The library says `group_key=patient` / `folds=0`; the CLI says --group-key / --folds."""
     npz, arch = inputs
-    common = ["--encoder", f"scratch:{arch}", "--data", str(npz), "--device", "cpu", "--no-progress",
-              "--out", str(tmp_path / "cls")]
+    common = [
+        "--encoder",
+        f"scratch:{arch}",
+        "--data",
+        str(npz),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "cls"),
+    ]
     assert main(["classify", *common, "--group-key", "patient"]) == 2
     err = capsys.readouterr().err
     assert "error: --group-key patient: toy.npz is a MedMNIST npz" in err
@@ -142,5 +152,8 @@ def test_flag_message_translates_known_options_only() -> None:
     from medmim.cli._messages import flag_message
 
     text = "`folds=3` needs 3 groups; lower `folds`, or pass `group_key=none`; see `medmim export`"
-    assert flag_message(text) == "--folds 3 needs 3 groups; lower --folds, or pass --group-key none; see `medmim export`"
+    assert (
+        flag_message(text)
+        == "--folds 3 needs 3 groups; lower --folds, or pass --group-key none; see `medmim export`"
+    )
     assert flag_message("set `label_key`", {"label_key": "--labels"}) == "set --labels"

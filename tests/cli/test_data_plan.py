@@ -43,7 +43,10 @@ def toy_preset(tmp_path: Path) -> Path:
 
 def test_plan_of_phantoms_says_ct(tmp_path: Path, capsys) -> None:
     generate_phantoms(tmp_path / "ph", n=1, size="small")
-    assert main(["data", "plan", str(tmp_path / "ph" / "images"), "--out", str(tmp_path / "p.yaml")]) == 0
+    assert (
+        main(["data", "plan", str(tmp_path / "ph" / "images"), "--out", str(tmp_path / "p.yaml")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "modality: CT" in out and "recipe: 'smart'" in out and "data.plan=" in out
     plan = yaml.safe_load((tmp_path / "p.yaml").read_text())
@@ -66,7 +69,9 @@ def test_pretrain_refuses_a_ct_window_on_mr(toy_preset: Path, mr_dir: Path, caps
     assert main([*args, "name=forced", "data.recipe_check=false"]) == 0
 
 
-def test_recipe_mr_and_plan_reach_config_yaml(tmp_path: Path, toy_preset: Path, mr_dir: Path) -> None:
+def test_recipe_mr_and_plan_reach_config_yaml(
+    tmp_path: Path, toy_preset: Path, mr_dir: Path
+) -> None:
     args = ["pretrain", "--config", str(toy_preset), f"data.source={mr_dir}"]
     assert main([*args, "name=mr", "data.recipe=mr"]) == 0
     saved = yaml.safe_load((tmp_path / "runs" / "mr" / "config.yaml").read_text())
@@ -85,8 +90,19 @@ def test_recipe_mr_and_plan_reach_config_yaml(tmp_path: Path, toy_preset: Path, 
 
 def test_downstream_plan_and_force_recipe(tmp_path: Path, mr_dir: Path, capsys) -> None:
     export = write_export(tmp_path / "export", TINY_VIT, NATIVE, (32, 32, 32))
-    base = ["attention", "--encoder", f"scratch:{export}", "--data", str(mr_dir), "--roi", "32",
-            "--max-figures", "0", "--device", "cpu"]
+    base = [
+        "attention",
+        "--encoder",
+        f"scratch:{export}",
+        "--data",
+        str(mr_dir),
+        "--roi",
+        "32",
+        "--max-figures",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main([*base, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "the encoder's recipe applies a CT window" in err

@@ -21,8 +21,19 @@ def test_force_recipe_runs_the_ct_recipe_on_mr(tmp_path: Path, capsys) -> None:
     (tmp_path / "mr").mkdir()
     shutil.copy(ANATOMICAL, tmp_path / "mr" / "t1.nii")
     export = write_export(tmp_path / "export", TINY_VIT, NATIVE, (32, 32, 32))
-    base = ["attention", "--encoder", f"scratch:{export}", "--data", str(tmp_path / "mr"), "--roi", "32",
-            "--max-figures", "0", "--device", "cpu"]
+    base = [
+        "attention",
+        "--encoder",
+        f"scratch:{export}",
+        "--data",
+        str(tmp_path / "mr"),
+        "--roi",
+        "32",
+        "--max-figures",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main([*base, "--out", str(tmp_path / "refused")]) == 2
     assert "--force-recipe" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "forced"), "--force-recipe"]) == 0

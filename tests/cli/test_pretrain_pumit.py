@@ -22,8 +22,14 @@ from medmim.train.sampler import build_loader, start_epoch
 TIMING = ("time/step_s", "speed/samples_per_s")
 #: tiny runs: DA-0 crops of 16 x 32 x 32 (1 x 2 x 2 tokens), 2 scans per batch, every step logged
 #: and saved; the 3 phantoms + 1 slice give 2 steps per epoch.
-TINY = ["data.crop_size=[16,32,32]", "data.batch_size=2", "train.log_every=1",
-        "train.ckpt_every=1", "train.progress=false", "train.vis_every=0"]
+TINY = [
+    "data.crop_size=[16,32,32]",
+    "data.batch_size=2",
+    "train.log_every=1",
+    "train.ckpt_every=1",
+    "train.progress=false",
+    "train.vis_every=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +107,24 @@ def test_pretrain_tokenizer_then_mim_on_phantoms_and_resume(
     a, b = last(tok), last(root / "tok_r")
     assert a["step"] == b["step"] == 3 and a["sampler"] == b["sampler"]
     for key, value in a["method"].items():
-        same = torch.equal(value, b["method"][key]) if torch.is_tensor(value) else value == b["method"][key]
+        same = (
+            torch.equal(value, b["method"][key])
+            if torch.is_tensor(value)
+            else value == b["method"][key]
+        )
         assert same, key
     assert rows(root / "tok_r") == logged  # the same batches and losses at every step
 
     ckpt = f"method.tokenizer={tok / 'checkpoints' / 'last.ckpt'}"
     assert pretrain(images, root, "pumit_mim_demo", "name=mim", ckpt, "train.max_steps=2") == 0
-    assert pretrain(images, root, "pumit_mim_demo", "name=mim", ckpt, "train.max_steps=3",
-                    "resume=true") == 0
+    assert (
+        pretrain(
+            images, root, "pumit_mim_demo", "name=mim", ckpt, "train.max_steps=3", "resume=true"
+        )
+        == 0
+    )
     assert [r["step"] for r in rows(root / "mim")] == [1, 2, 3]
-    assert last(root / "mim")["step"] == 3 and last(root / "mim")["encoder_config"]["name"] == "universal_vit"
+    assert (
+        last(root / "mim")["step"] == 3
+        and last(root / "mim")["encoder_config"]["name"] == "universal_vit"
+    )

@@ -47,7 +47,11 @@ def test_entry_is_memory_mapped_with_metadata(tmp_path: Path, ct_file: Path, cou
         meta["original_affine"]
     ).shape == (4, 4)
     assert cache.ensure(Record(str(ct_file))).path == entry.path and counted == [str(ct_file)]
-    assert json.loads((cache.root / "recipe.json").read_text(encoding="utf-8"))["spacing"] == [2.0, 2.0, 2.0]
+    assert json.loads((cache.root / "recipe.json").read_text(encoding="utf-8"))["spacing"] == [
+        2.0,
+        2.0,
+        2.0,
+    ]
 
 
 def test_content_change_with_same_size_and_mtime_is_seen(

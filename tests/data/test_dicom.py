@@ -44,8 +44,17 @@ def _dataset(name: str) -> pydicom.Dataset:
         return pydicom.dcmread(_sample(name))
 
 
-def _series_from(name: str, folder: Path, n: int, *, gap: float = 5.0, series_uid=None,
-                 orientation=None, prefix: str = "IM", **tags) -> list[Path]:
+def _series_from(
+    name: str,
+    folder: Path,
+    n: int,
+    *,
+    gap: float = 5.0,
+    series_uid=None,
+    orientation=None,
+    prefix: str = "IM",
+    **tags,
+) -> list[Path]:
     """`n` copies of a real one-slice file stacked `gap` mm apart along the slice normal (a
     series with the file's own pixels, rescale and identifiers), written in reverse order;
     `tags` are set on every slice."""
@@ -86,9 +95,12 @@ def _assert_like_sitk(vol, image: sitk.Image) -> None:
     np.testing.assert_array_equal(vol[0].numpy(), expected)
     np.testing.assert_allclose(spacing_of(vol.affine), image.GetSpacing(), rtol=1e-5)
     lps = np.asarray(image.GetDirection()).reshape(3, 3)
-    codes = "".join("LR"[int(c[0] < 0)] if abs(c[0]) >= max(abs(c[1]), abs(c[2])) else
-                    ("PA"[int(c[1] < 0)] if abs(c[1]) >= abs(c[2]) else "SI"[int(c[2] < 0)])
-                    for c in lps.T)  # ITK's LPS axis codes; RAS codes must name the same sides
+    codes = "".join(
+        "LR"[int(c[0] < 0)]
+        if abs(c[0]) >= max(abs(c[1]), abs(c[2]))
+        else ("PA"[int(c[1] < 0)] if abs(c[1]) >= abs(c[2]) else "SI"[int(c[2] < 0)])
+        for c in lps.T
+    )  # ITK's LPS axis codes; RAS codes must name the same sides
     assert "".join(aff2axcodes(vol.affine.numpy())) == codes
     assert (float(vol.min()), float(vol.max())) == (float(expected.min()), float(expected.max()))
 
@@ -109,7 +121,9 @@ def test_ct_series_matches_sitk_monai_and_pydicom(tmp_path: Path, caplog) -> Non
     ds = _dataset("CT_small.dcm")
     hu = ds.pixel_array.T * float(ds.RescaleSlope) + float(ds.RescaleIntercept)  # (cols, rows)
     np.testing.assert_array_equal(vol[0, :, :, 0].numpy(), hu)
-    assert float(vol.min()) < -500 and vol.meta["modality"] == "CT" and vol.meta["format"] == "dicom"
+    assert (
+        float(vol.min()) < -500 and vol.meta["modality"] == "CT" and vol.meta["format"] == "dicom"
+    )
     text = repr(dict(vol.meta)) + caplog.text
     assert not [i for i in CT_SMALL_IDENTIFIERS if i in text]
 
@@ -122,15 +136,22 @@ def test_multiframe_enhanced_ct(tmp_path: Path) -> None:
     ds = _dataset("eCT_Supplemental.dcm")
     shared = ds.SharedFunctionalGroupsSequence[0]
     rows_cols = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
-    positions = np.asarray([f.PlanePositionSequence[0].ImagePositionPatient
-                            for f in ds.PerFrameFunctionalGroupsSequence], dtype=np.float64)
+    positions = np.asarray(
+        [
+            f.PlanePositionSequence[0].ImagePositionPatient
+            for f in ds.PerFrameFunctionalGroupsSequence
+        ],
+        dtype=np.float64,
+    )
     iop = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=np.float64)
     expected_lps = np.eye(4)
     expected_lps[:3, 0] = iop[:3] * rows_cols[1]
     expected_lps[:3, 1] = iop[3:] * rows_cols[0]
     expected_lps[:3, 2] = positions[1] - positions[0]
     expected_lps[:3, 3] = positions[0]
-    np.testing.assert_allclose(vol.affine.numpy(), np.diag([-1, -1, 1, 1]) @ expected_lps, atol=1e-3)
+    np.testing.assert_allclose(
+        vol.affine.numpy(), np.diag([-1, -1, 1, 1]) @ expected_lps, atol=1e-3
+    )
     assert tuple(vol.shape[1:]) == (ds.Columns, ds.Rows, int(ds.NumberOfFrames))
     rescale = shared.PixelValueTransformationSequence[0]
     hu = ds.pixel_array * float(rescale.RescaleSlope) + float(rescale.RescaleIntercept)
@@ -143,8 +164,10 @@ def test_multiframe_enhanced_ct(tmp_path: Path) -> None:
     assert resolve_source(folder) == [Record(str(folder))]
 
 
-@pytest.mark.parametrize("name", ["emri_small_RLE.dcm", "emri_small_jpeg_ls_lossless.dcm",
-                                  "emri_small_jpeg_2k_lossless.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    ["emri_small_RLE.dcm", "emri_small_jpeg_ls_lossless.dcm", "emri_small_jpeg_2k_lossless.dcm"],
+)
 def test_compressed_multiframe_mr_equals_uncompressed(name: str) -> None:
     """RLE, JPEG-LS and JPEG 2000 lossless decode (GDCM) to the uncompressed object's voxels."""
     plain = load_volume(_sample("emri_small.dcm"))
@@ -173,13 +196,17 @@ def test_folder_with_two_series_gives_two_records(tmp_path: Path, caplog) -> Non
     _series_from("CT_small.dcm", folder, 2, gap=2.0, prefix="B")
     with caplog.at_level(logging.DEBUG):
         records = resolve_source(folder)
-        assert [r.image for r in records] == [str(folder)] * 2 and records[0].series != records[1].series
+        assert [r.image for r in records] == [str(folder)] * 2 and records[0].series != records[
+            1
+        ].series
         depths = sorted(r.load().shape[-1] for r in records)
     assert depths == [2, 3]
     assert all(r.name == f"{folder}::{dicom.series_tag(r.series)}" for r in records)
     assert all(len(r.name) - len(str(folder)) == len("::series-") + 8 for r in records)
     assert resolve_source(tmp_path) == records  # the same records from a scan of the parent
-    with pytest.raises(DataError, match=r"holds 2 DICOM series \(series-[0-9a-f]{8}, series-") as err:
+    with pytest.raises(
+        DataError, match=r"holds 2 DICOM series \(series-[0-9a-f]{8}, series-"
+    ) as err:
         load_volume(folder)
     text = " ".join(r.name for r in records) + str(err.value) + caplog.text
     assert not [i for i in CT_SMALL_IDENTIFIERS if i in text]
@@ -229,10 +256,11 @@ def test_pydicom_decodes_what_gdcm_cannot(monkeypatch) -> None:
 
     def gdcm_fails_on_the_original(files):
         if Path(files[0]) == sample:
-            raise RuntimeError("ITK ERROR: GDCMImageIO(0x0): Failed to change to Implicit Transfer Syntax")
+            raise RuntimeError(
+                "ITK ERROR: GDCMImageIO(0x0): Failed to change to Implicit Transfer Syntax"
+            )
         return real(files)
 
     monkeypatch.setattr(dicom, "_sitk_read", gdcm_fails_on_the_original)
     vol = load_volume(sample)
     np.testing.assert_array_equal(vol.numpy(), load_volume(_sample("emri_small.dcm")).numpy())
-

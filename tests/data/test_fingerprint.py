@@ -79,5 +79,8 @@ def test_dicom_modality_tag_wins_over_the_intensity_guess(tmp_path: Path, scans)
     fp = fingerprint(resolve_source(tmp_path), samples=500, progress=False)
     cases = {Path(c["path"]).name: c for c in fp["cases"]}
     assert (cases["mr"]["modality"], cases["mr"]["modality_source"]) == ("MR", "dicom")
-    assert (cases["ct.nii.gz"]["modality"], cases["ct.nii.gz"]["modality_source"]) == ("CT", "intensity")
+    assert (cases["ct.nii.gz"]["modality"], cases["ct.nii.gz"]["modality_source"]) == (
+        "CT",
+        "intensity",
+    )
     assert "(1 from DICOM tags, 1 guessed from intensities)" in format_summary(fp)

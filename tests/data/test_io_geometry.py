@@ -50,10 +50,13 @@ def test_nan_sform_is_refused(tmp_path: Path) -> None:
     _refused(path, "NaN or infinite", "sform_code 1", "fix the sform/qform")
 
 
-@pytest.mark.parametrize("srow", [
-    [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]],  # a zero axis
-    [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]],  # two parallel axes
-])
+@pytest.mark.parametrize(
+    "srow",
+    [
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]],  # a zero axis
+        [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]],  # two parallel axes
+    ],
+)
 def test_singular_affine_is_refused(tmp_path: Path, srow) -> None:
     path = write_with_sform(tmp_path / "singular.nii", np.asarray(srow, float))
     _refused(path, "affine is singular", "fix the header geometry")
@@ -71,9 +74,15 @@ def test_spacing_outside_the_plausible_range_is_refused(tmp_path: Path, factor: 
 
 
 def test_complex_rgb_and_vector_voxels_are_refused(tmp_path: Path) -> None:
-    nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.complex64), np.eye(4)), str(tmp_path / "c.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.ones((6, 5, 4), np.complex64), np.eye(4)), str(tmp_path / "c.nii.gz")
+    )
     _refused(tmp_path / "c.nii.gz", "complex voxels (complex64)", "magnitude")
-    _refused(write_rgb_nifti(tmp_path / "rgb.nii.gz"), "colour/vector pixels", "R, G, B",
-             "convert it to grayscale")
+    _refused(
+        write_rgb_nifti(tmp_path / "rgb.nii.gz"),
+        "colour/vector pixels",
+        "R, G, B",
+        "convert it to grayscale",
+    )
     sitk.WriteImage(sitk.Image([6, 5, 4], sitk.sitkVectorUInt8, 3), str(tmp_path / "v.mha"))
     _refused(tmp_path / "v.mha", "colour/vector pixels (3 components per pixel)")

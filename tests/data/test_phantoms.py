@@ -36,12 +36,18 @@ def _load(root: Path, rel: str) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def _metas(root: Path) -> list[dict]:
-    return [json.loads((root / "meta" / f"phantom_{i:04d}.json").read_text(encoding="utf-8")) for i in range(N)]
+    return [
+        json.loads((root / "meta" / f"phantom_{i:04d}.json").read_text(encoding="utf-8"))
+        for i in range(N)
+    ]
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_summary_matches_files(phantoms):
@@ -97,11 +103,18 @@ def test_hu_ranges_are_plausible(phantoms):
         assert mean["airway"] < -700
         soft = (0, 100) if meta["phase"] == "native" else (60, 200)
         for organ in ("liver", "spleen", "kidney_left", "kidney_right", "heart"):
-            assert soft[0] < mean[organ] < soft[1], (meta["name"], meta["phase"], organ, mean[organ])
+            assert soft[0] < mean[organ] < soft[1], (
+                meta["name"],
+                meta["phase"],
+                organ,
+                mean[organ],
+            )
         phases.add(meta["phase"])
         tumor, _ = _load(root, meta["files"]["tumor"])
         lesion = float(hu[tumor == 1].mean())
-        host = float(np.median(hu[(organs == L[meta["tumor"]["organ"]]) & (tumor == 0)]))  # parenchyma
+        host = float(
+            np.median(hu[(organs == L[meta["tumor"]["organ"]]) & (tumor == 0)])
+        )  # parenchyma
         assert abs(lesion - host) > 15, ("the tumor stands out from its organ", meta["tumor"], host)
         assert lesion < mean["spine"], "but it is not the brightest structure"
     assert phases == {"native", "portal"}
@@ -120,7 +133,10 @@ def test_affine_and_spacing_round_trip(phantoms):
         assert nib.aff2axcodes(img.affine) == tuple(meta["orientation"])
         for n in meta["nodules"]:
             world = img.affine @ np.append(n["center_voxel"], 1.0)
-            assert np.linalg.norm(world[:3] - n["center_mm"]) <= np.linalg.norm(meta["spacing"]) / 2 + 1e-3
+            assert (
+                np.linalg.norm(world[:3] - n["center_mm"])
+                <= np.linalg.norm(meta["spacing"]) / 2 + 1e-3
+            )
         for key in ("organs", "nodules", "tumor"):
             _, lab = _load(root, meta["files"][key])
             assert lab.shape == img.shape
@@ -132,7 +148,9 @@ def test_spacing_varies_and_is_anisotropic():
         spacings = []
         for seed in range(12):
             rng = np.random.default_rng(seed)
-            geo = sample_geometry(rng, np.array([-160, -110, -160.0]), np.array([160, 110, 160.0]), spec)
+            geo = sample_geometry(
+                rng, np.array([-160, -110, -160.0]), np.array([160, 110, 160.0]), spec
+            )
             assert np.prod(geo.shape) <= spec.max_voxels, size
             assert spec.inplane[0] <= geo.spacing[0] == geo.spacing[1] <= spec.inplane[1]
             assert geo.spacing[2] in spec.slices
@@ -140,8 +158,12 @@ def test_spacing_varies_and_is_anisotropic():
         spacings = np.array(spacings)
         assert len(np.unique(spacings[:, 0])) > 6, size
         assert (spacings[:, 2] / spacings[:, 0] > 1.25).sum() >= 3, size
-    geos = [sample_geometry(np.random.default_rng(s), np.full(3, -100.0), np.full(3, 100.0), SIZES["small"])
-            for s in range(20)]
+    geos = [
+        sample_geometry(
+            np.random.default_rng(s), np.full(3, -100.0), np.full(3, 100.0), SIZES["small"]
+        )
+        for s in range(20)
+    ]
     tilted = [g for g in geos if g.tilt_deg != 0]
     assert 0 < len(tilted) < len(geos)
     direction = tilted[0].affine[:3, :3] / tilted[0].spacing
@@ -157,7 +179,11 @@ def test_same_seed_same_bytes(phantoms, tmp_path):
     ha, hb = _hashes(a), _hashes(b)
     assert ha == hb and len(ha) > 20
     full = _hashes(root)  # phantom i does not depend on n
-    for rel in ("images/phantom_0000.nii.gz", "labels/phantom_0001_nodules.nii.gz", "meta/phantom_0001.json"):
+    for rel in (
+        "images/phantom_0000.nii.gz",
+        "labels/phantom_0001_nodules.nii.gz",
+        "meta/phantom_0001.json",
+    ):
         assert ha[rel] == full[rel]
 
 
@@ -184,7 +210,11 @@ def test_nodule_crops_and_manifest(phantoms):
         assert crop.shape == mask.shape == (32, 32, 32) and crop.dtype == np.int16
         np.testing.assert_allclose(img.header.get_zooms(), (1.5, 1.5, 1.5))
         assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
-        np.testing.assert_allclose(img.affine @ [15.5, 15.5, 15.5, 1], [*map(float, (r["center_x_mm"], r["center_y_mm"], r["center_z_mm"])), 1], atol=0.01)
+        np.testing.assert_allclose(
+            img.affine @ [15.5, 15.5, 15.5, 1],
+            [*map(float, (r["center_x_mm"], r["center_y_mm"], r["center_z_mm"])), 1],
+            atol=0.01,
+        )
         assert mask[14:18, 14:18, 14:18].any(), r["image"]
         assert (root / r["phantom_image"]).exists()
         assert r["split"] == split_of(int(r["phantom"].split("_")[1]), N)
@@ -206,10 +236,14 @@ def test_organmnist_archives_follow_medmnist(phantoms):
     root, _ = phantoms
     for name, size in (("organmnist3d.npz", 28), ("organmnist3d_64.npz", 64)):
         with np.load(root / name, allow_pickle=False) as z:
-            assert sorted(z.keys()) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
+            assert sorted(z.keys()) == sorted(
+                f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")
+            )
             for split, n_phantoms in (("train", 2), ("val", 1), ("test", 1)):
                 images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-                assert images.shape == (9 * n_phantoms, size, size, size) and images.dtype == np.uint8
+                assert (
+                    images.shape == (9 * n_phantoms, size, size, size) and images.dtype == np.uint8
+                )
                 assert labels.shape == (9 * n_phantoms, 1) and labels.dtype == np.uint8
                 assert sorted(labels[:, 0].tolist()) == sorted(list(range(9)) * n_phantoms)
                 assert images.std() > 10
@@ -225,8 +259,21 @@ def test_cli_smoke(phantoms, tmp_path, capsys):
     out = tmp_path / "cli"
     parser = argparse.ArgumentParser()
     data_phantoms.add_arguments(parser)
-    args = parser.parse_args(["--out", str(out), "--n", "1", "--size", "small", "--nodules", "1", "1",
-                              "--seed", str(SEED + 1)])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(out),
+            "--n",
+            "1",
+            "--size",
+            "small",
+            "--nodules",
+            "1",
+            "1",
+            "--seed",
+            str(SEED + 1),
+        ]
+    )
     assert data_phantoms.run(args) == 0
     other_seed = _hashes(out)["images/phantom_0000.nii.gz"]
     assert other_seed != _hashes(phantoms[0])["images/phantom_0000.nii.gz"]

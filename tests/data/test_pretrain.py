@@ -48,7 +48,9 @@ def test_items_follow_the_contract_and_bad_files_are_skipped(tmp_path: Path, sou
     assert len((run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
-def test_unlistable_sub_folder_is_skipped_and_recorded(tmp_path: Path, source: Path, monkeypatch) -> None:
+def test_unlistable_sub_folder_is_skipped_and_recorded(
+    tmp_path: Path, source: Path, monkeypatch
+) -> None:
     """Under on_error=skip a sub-folder that cannot be listed goes to skipped.jsonl; under fail
     it stops the run, named."""
     (source / "locked").mkdir()
@@ -62,7 +64,10 @@ def test_unlistable_sub_folder_is_skipped_and_recorded(tmp_path: Path, source: P
     monkeypatch.setattr(Path, "iterdir", iterdir)
     run = tmp_path / "runs" / "r1"
     assert len(build_pretrain_dataset(_cfg(source, tmp_path), run, seed=0)) == 3
-    rows = [json.loads(line) for line in (run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (run / "skipped.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [r["path"] for r in rows] == [str(source / "locked"), str(source / "truncated.nii.gz")]
     assert "cannot be listed (Permission denied)" in rows[0]["reason"]
     with pytest.raises(DataError, match="locked: cannot be listed"):
@@ -165,7 +170,9 @@ def test_native_mode_settings_fail_fast(tmp_path: Path, source: Path) -> None:
     cases = {
         "would resample them; set data.recipe.spacing=null": {"spacing": [1.0, 1.0, 1.0]},
         "set data.num_views=1 \\(got 2\\)": {"num_views": 2},
-        "crop_size=\\[16, 32, 16\\]: in mode native give the DA-0 crop": {"crop_size": [16, 32, 16]},
+        "crop_size=\\[16, 32, 16\\]: in mode native give the DA-0 crop": {
+            "crop_size": [16, 32, 16]
+        },
         "crop_size=\\[24, 32, 32\\]": {"crop_size": [24, 32, 32]},
         "patch_size=12: give a power of two": {"patch_size": 12},
     }
@@ -189,7 +196,9 @@ def test_batch_sampler_follows_the_mode(tmp_path: Path, source: Path) -> None:
         build_pretrain_batch_sampler(_native(source, tmp_path), views, 4, 0, 1, 0)
     mixed = torch.utils.data.TensorDataset(torch.zeros(3))
     mixed.das = [0, 2, 2]  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match=r"several degrees of anisotropy \[0, 2\].*data.mode=native"):
+    with pytest.raises(
+        ConfigError, match=r"several degrees of anisotropy \[0, 2\].*data.mode=native"
+    ):
         build_pretrain_batch_sampler(_cfg(source, tmp_path), mixed, 4, 0, 1, 0)
     sampler = build_pretrain_batch_sampler(_native(source, tmp_path), mixed, 4, 1, 2, 7)
     assert isinstance(sampler, DABatchSampler) and len(sampler) == 4

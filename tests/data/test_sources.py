@@ -13,7 +13,9 @@ from medmim.data.sources import Record, resolve_source
 from medmim.errors import DataError
 
 
-def _touch_dicom(folder: Path, n: int = 2, series_uid: str = "1.2.826.0.1.3680043.2.1125.7") -> None:
+def _touch_dicom(
+    folder: Path, n: int = 2, series_uid: str = "1.2.826.0.1.3680043.2.1125.7"
+) -> None:
     """`n` 4 x 4 slices of one series, 1 mm apart."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -74,7 +76,9 @@ def test_datalist_resolves_paths_against_its_folder(tmp_path: Path, monkeypatch)
 
 
 def test_csv(tmp_path: Path) -> None:
-    (tmp_path / "list.csv").write_text("image,label,age\nscans/a.nii.gz,1,60\n/x/b.nrrd,0,70\n,,\n", encoding="utf-8")
+    (tmp_path / "list.csv").write_text(
+        "image,label,age\nscans/a.nii.gz,1,60\n/x/b.nrrd,0,70\n,,\n", encoding="utf-8"
+    )
     records = resolve_source(tmp_path / "list.csv")
     assert [r.image for r in records] == [str(tmp_path / "scans/a.nii.gz"), "/x/b.nrrd"]
     assert [r.label for r in records] == ["1", "0"] and records[1].extra == {"age": "70"}
@@ -139,7 +143,10 @@ def test_csv_with_a_byte_order_mark_or_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "bom.csv").write_text("\ufeffimage,label\na.nii.gz,1\n", encoding="utf-8")
     assert [r.label for r in resolve_source(tmp_path / "bom.csv")] == ["1"]  # no '\ufeffimage'
     (tmp_path / "latin.csv").write_bytes("image,label\nb\xe9b\xe9.nii.gz,1\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv.*is not UTF-8 text \(byte 0xe9 at position 13\); save it as UTF-8"):
+    with pytest.raises(
+        DataError,
+        match=r"latin.csv.*is not UTF-8 text \(byte 0xe9 at position 13\); save it as UTF-8",
+    ):
         resolve_source(tmp_path / "latin.csv")
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(DataError, match="is empty: a CSV needs a header row"):
@@ -171,7 +178,9 @@ def test_unlistable_folder_is_named(tmp_path: Path, monkeypatch) -> None:
         return real_iterdir(self)
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
-    with pytest.raises(DataError, match=r"locked: cannot be listed \(Permission denied\); fix its permissions"):
+    with pytest.raises(
+        DataError, match=r"locked: cannot be listed \(Permission denied\); fix its permissions"
+    ):
         resolve_source(root)
     skipped: list[DataError] = []  # training's on_error=skip: passed over and recorded
     records = resolve_source(root, skipped=skipped)

@@ -131,15 +131,18 @@ def test_shared_views_lie_inside_one_base_crop() -> None:
         spans.append(hi - lo)
     # independent crops of an 80^3 scan spread far wider than a 24^3 base
     indep = ViewSampler(crop, NO_AUG, num_views=2)
-    wide = [np.ptp([_locate(volume, v) for v in indep(volume, np.random.default_rng(s))], axis=0)
-            for s in range(30)]
+    wide = [
+        np.ptp([_locate(volume, v) for v in indep(volume, np.random.default_rng(s))], axis=0)
+        for s in range(30)
+    ]
     assert np.max(wide) > 24 and np.max(spans) <= 24
 
 
 def test_local_views_come_from_the_base_crop_with_their_own_size() -> None:
     volume = np.arange(64 * 64 * 64, dtype=np.float32).reshape(1, 64, 64, 64)
-    sampler = ViewSampler((16, 16, 16), NO_AUG, 2, base_crop=(24, 24, 24), local_views=3,
-                          local_crop_size=(8, 8, 8))
+    sampler = ViewSampler(
+        (16, 16, 16), NO_AUG, 2, base_crop=(24, 24, 24), local_views=3, local_crop_size=(8, 8, 8)
+    )
     views, local = sampler.sample(volume, np.random.default_rng(1))
     assert [v.shape[1:] for v in views] == [torch.Size([16, 16, 16])] * 2
     assert [v.shape[1:] for v in local] == [torch.Size([8, 8, 8])] * 3
@@ -160,7 +163,11 @@ def test_view_geometry_from_the_data_config() -> None:
     from medmim.errors import ConfigError
 
     shared = view_geometry(DataConfig(crop_size=[96, 96, 96]))
-    assert shared == {"base_crop": [128, 128, 128], "local_views": 0, "local_crop_size": [48, 48, 48]}
+    assert shared == {
+        "base_crop": [128, 128, 128],
+        "local_views": 0,
+        "local_crop_size": [48, 48, 48],
+    }
     assert view_geometry(DataConfig(views="independent"))["base_crop"] is None
     with pytest.raises(ConfigError, match="Did you mean 'shared'"):
         view_geometry(DataConfig(views="shard"))

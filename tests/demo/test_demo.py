@@ -24,19 +24,31 @@ from medmim.errors import ConfigError
 
 
 def test_profiles_and_overrides() -> None:
-    assert demo_config().pretrain_steps > demo_config("quick").pretrain_steps > demo_config("tiny").pretrain_steps
+    assert (
+        demo_config().pretrain_steps
+        > demo_config("quick").pretrain_steps
+        > demo_config("tiny").pretrain_steps
+    )
     cfg = demo_config("quick", ["pretrain_steps=7", "methods=[smart]", "nodules=[2,3]"])
-    assert (cfg.pretrain_steps, cfg.methods, cfg.nodules, cfg.phantoms) == (7, ["smart"], [2, 3], 24)
+    assert (cfg.pretrain_steps, cfg.methods, cfg.nodules, cfg.phantoms) == (
+        7,
+        ["smart"],
+        [2, 3],
+        24,
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("pretrain_step=5", "Did you mean 'pretrain_steps'"),
-    ("crop=48", "crop=48: give a multiple of 32"),
-    ("segment_roi=32", "segment_roi=32"),
-    ("tasks=[linear,segmnt]", "(?i)did you mean 'segment'"),
-    ("phantoms=3", "phantoms=3: at least 4"),
-    ("batch_size=3", "batch_size=3: at most the 2 pretraining phantoms"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pretrain_step=5", "Did you mean 'pretrain_steps'"),
+        ("crop=48", "crop=48: give a multiple of 32"),
+        ("segment_roi=32", "segment_roi=32"),
+        ("tasks=[linear,segmnt]", "(?i)did you mean 'segment'"),
+        ("phantoms=3", "phantoms=3: at least 4"),
+        ("batch_size=3", "batch_size=3: at most the 2 pretraining phantoms"),
+    ],
+)
 def test_bad_settings_name_the_fix(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         demo_config("tiny", [override])
@@ -52,16 +64,26 @@ def test_gpu_budget_fits_its_pretraining_phantoms() -> None:
 
 
 def test_encoders_and_the_noise_floor(tmp_path: Path) -> None:
-    specs = encoder_specs(demo_config("tiny", ["noise_floor=true", "methods=[smit,smart]"]), tmp_path)
+    specs = encoder_specs(
+        demo_config("tiny", ["noise_floor=true", "methods=[smit,smart]"]), tmp_path
+    )
     assert list(specs) == ["smit", "smart", "scratch", "scratch2"]
     # scratch is the first method's architecture
     assert specs["scratch"] == specs["scratch2"] == f"scratch:{tmp_path / 'pretrain/smit/export'}"
-    assert list(encoder_specs(demo_config("tiny", ["methods=[smit]"]), tmp_path)) == ["smit", "scratch"]
+    assert list(encoder_specs(demo_config("tiny", ["methods=[smit]"]), tmp_path)) == [
+        "smit",
+        "scratch",
+    ]
 
 
 def test_cli_parses_budgets() -> None:
     args = build_parser().parse_args(["demo", "--quick", "--seed", "3", "pretrain_steps=9"])
-    assert (args.quick, args.tiny, args.seed, args.overrides) == (True, False, 3, ["pretrain_steps=9"])
+    assert (args.quick, args.tiny, args.seed, args.overrides) == (
+        True,
+        False,
+        3,
+        ["pretrain_steps=9"],
+    )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--quick", "--tiny"])
 
@@ -82,22 +104,49 @@ def test_folder_with_other_settings_is_refused(tmp_path: Path) -> None:
 
 def test_pretraining_never_sees_the_evaluation_phantoms(tmp_path: Path) -> None:
     def case(i: int) -> dict[str, str]:
-        return {"image": f"images/phantom_{i:04d}.nii.gz", "label": f"labels/phantom_{i:04d}_x.nii.gz"}
+        return {
+            "image": f"images/phantom_{i:04d}.nii.gz",
+            "label": f"labels/phantom_{i:04d}_x.nii.gz",
+        }
 
-    sections = {"training": [case(i) for i in range(7)], "validation": [case(7), case(8)], "test": [case(9)]}
+    sections = {
+        "training": [case(i) for i in range(7)],
+        "validation": [case(7), case(8)],
+        "test": [case(9)],
+    }
     for name in ("organs", "tumors"):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, **sections}), encoding="utf-8")
-    (tmp_path / "nodules.csv").write_text("image,label,split,phantom\n" + "".join(
-        f"n{i}.nii.gz,{i % 2},train,phantom_{i:04d}\n" for i in range(10)), encoding="utf-8")
-    cfg = demo_config("tiny", ["holdout=0.4", "segment_train_cases=2", "segment_eval_cases=3",
-                               "localize_eval_cases=0"])
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"name": name, **sections}), encoding="utf-8"
+        )
+    (tmp_path / "nodules.csv").write_text(
+        "image,label,split,phantom\n"
+        + "".join(f"n{i}.nii.gz,{i % 2},train,phantom_{i:04d}\n" for i in range(10)),
+        encoding="utf-8",
+    )
+    cfg = demo_config(
+        "tiny",
+        ["holdout=0.4", "segment_train_cases=2", "segment_eval_cases=3", "localize_eval_cases=0"],
+    )
     counts = write_datalists(cfg, tmp_path)
-    assert counts == {"pretrain_scans": 6, "held_out_scans": 4, "nodules_train": 6, "nodules_test": 4,
-                      "segment_train": 2, "segment_eval": 3, "localize_eval": 4}
-    read = {n: json.loads((tmp_path / f"demo_{n}.json").read_text(encoding="utf-8")) for n in ("pretrain", "organs", "tumors")}
+    assert counts == {
+        "pretrain_scans": 6,
+        "held_out_scans": 4,
+        "nodules_train": 6,
+        "nodules_test": 4,
+        "segment_train": 2,
+        "segment_eval": 3,
+        "localize_eval": 4,
+    }
+    read = {
+        n: json.loads((tmp_path / f"demo_{n}.json").read_text(encoding="utf-8"))
+        for n in ("pretrain", "organs", "tumors")
+    }
     pretrained = {e["image"] for e in read["pretrain"]["training"]}
     scored = {e["image"] for e in read["organs"]["validation"] + read["tumors"]["test"]}
-    assert pretrained == {f"images/phantom_{i:04d}.nii.gz" for i in range(6)} and not pretrained & scored
+    assert (
+        pretrained == {f"images/phantom_{i:04d}.nii.gz" for i in range(6)}
+        and not pretrained & scored
+    )
     assert {e["image"] for e in read["organs"]["training"]} <= pretrained
     with (tmp_path / "demo_nodules.csv").open(encoding="utf-8") as f:
         test_phantoms = {r["phantom"] for r in csv.DictReader(f) if r["split"] == "test"}
@@ -120,7 +169,9 @@ def test_stages_run_once_and_failures_are_retried(tmp_path: Path) -> None:
     runner.run("a/x", "first", lambda: calls.append("a") or {"v": 1})
     assert runner.run("b", "second", boom) is None
     assert runner.failed == ["b"] and "FAILED: RuntimeError: disk on fire" in out.getvalue()
-    assert json.loads((tmp_path / "stages" / "a-x.json").read_text(encoding="utf-8"))["result"] == {"v": 1}
+    assert json.loads((tmp_path / "stages" / "a-x.json").read_text(encoding="utf-8"))["result"] == {
+        "v": 1
+    }
 
     again = StageRunner(tmp_path, total=2, stream=io.StringIO())
     again.run("a/x", "first", lambda: calls.append("a2"))
@@ -172,7 +223,9 @@ def test_cluster_bootstrap_widens_for_correlated_cases() -> None:
 
 def test_random_mask_dice(tmp_path: Path) -> None:
     (tmp_path / "localize.csv").write_text(
-        "case,dice,pointing,threshold,predicted_voxels,reference_voxels\nc1,0.1,1.0,0.5,100,50\n", encoding="utf-8")
+        "case,dice,pointing,threshold,predicted_voxels,reference_voxels\nc1,0.1,1.0,0.5,100,50\n",
+        encoding="utf-8",
+    )
     case = stats.localize_cases(tmp_path, percentile=90.0)["c1"]
     # 1000 scored voxels; a random 100 of them overlap the 50 reference voxels in 5 on average
     assert case["chance_dice"] == pytest.approx(2 * 5 / 150)
@@ -193,15 +246,23 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.Captur
     assert run_demo(cfg, out, keep_going=False) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| task | metric | SMART | scratch |" in report
-    for row in ("nodule malignancy, linear probe", "nodule malignancy, fine-tuning", "k-means NMI",
-                "zero-shot tumor localization", "tumor attention ratio", "few-label organ segmentation",
-                "| task | metric | SMART − scratch |"):
+    for row in (
+        "nodule malignancy, linear probe",
+        "nodule malignancy, fine-tuning",
+        "k-means NMI",
+        "zero-shot tumor localization",
+        "tumor attention ratio",
+        "few-label organ segmentation",
+        "| task | metric | SMART − scratch |",
+    ):
         assert row in report
     assert "## What these numbers can and cannot show" in report
     assert (out / "details.md").is_file() and (out / "pretrain/smart/export/encoder.json").is_file()
     markers = _markers(out)
     assert len(markers) == 1 + 1 + 5 * 2  # data, pretrain, 5 tasks x (smart, scratch)
-    linear = json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))["metrics"]
+    linear = json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))[
+        "metrics"
+    ]
 
     capsys.readouterr()
     assert run_demo(cfg, out, keep_going=False) == 0  # everything finished: only the report
@@ -213,7 +274,10 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.Captur
     assert run_demo(cfg, out, keep_going=False) == 0
     printed = capsys.readouterr().out
     assert "(resume=true)" in printed and printed.count("done before") == len(markers) - 2
-    assert json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))["metrics"] == linear
+    assert (
+        json.loads((out / "eval/linear/smart/results.json").read_text(encoding="utf-8"))["metrics"]
+        == linear
+    )
 
 
 def test_pretraining_section_shows_distillation_health(tmp_path: Path) -> None:
@@ -225,18 +289,33 @@ def test_pretraining_section_shows_distillation_health(tmp_path: Path) -> None:
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("method:\n  out_dim: 256\n", encoding="utf-8")
     ln_k = float(np.log(256))
-    rows = [{"step": s, "loss/rec": 0.4 - 0.01 * s, "loss/glob": ln_k, "distill/ce/patch": ln_k,
-             "teacher/entropy/patch": 0.999, "distill/ce/cls": 5.0 - 0.1 * s,
-             "teacher/entropy/cls": 1.0 - 0.03 * s, "teacher/cos_batch/cls": 0.2,
-             "teacher/cos_views/cls": 0.8} for s in range(1, 21)]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    rows = [
+        {
+            "step": s,
+            "loss/rec": 0.4 - 0.01 * s,
+            "loss/glob": ln_k,
+            "distill/ce/patch": ln_k,
+            "teacher/entropy/patch": 0.999,
+            "distill/ce/cls": 5.0 - 0.1 * s,
+            "teacher/entropy/cls": 1.0 - 0.03 * s,
+            "teacher/cos_batch/cls": 0.2,
+            "teacher/cos_views/cls": 0.8,
+        }
+        for s in range(1, 21)
+    ]
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+    )
     cfg = demo_config("tiny", ["methods=[smart]"])
     c = Collected(cfg, tmp_path)
     table, stuck = pretraining_section(c)
     assert stuck == {"uniform": ["SMART patch"], "collapsed": []}
     assert "| SMART | REC | – | 0.390 | 0.205 |" in table  # first, mean of the last 2 of 20 rows
     assert "| SMART | patch | 0.999 → 0.999 | 5.545 → 5.545 | 5.545 | – | – | uniform |" in table
-    assert "| SMART | cls | 0.970 → 0.415 | 4.900 → 3.050 | 5.545 | 0.200 | 0.800 | learning |" in table
+    assert (
+        "| SMART | cls | 0.970 → 0.415 | 4.900 → 3.050 | 5.545 | 0.200 | 0.800 | learning |"
+        in table
+    )
     assert "SMART patch kept near-uniform teacher targets" in caveats(c, [], stuck)
     assert "At this budget" not in caveats(c, [], {"uniform": [], "collapsed": []})
     # folds keep a phantom's nodules together unless too few phantoms per fold

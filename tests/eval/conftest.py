@@ -24,7 +24,9 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cases = [write_case(root, f"case_{i}", seed=i) for i in range(5)]
     datalist = {
         "labels": {"0": "background", "1": "liver", "2": "spleen"},
-        "training": cases[:3], "validation": cases[3:4], "test": [cases[4]["image"]],
+        "training": cases[:3],
+        "validation": cases[3:4],
+        "test": [cases[4]["image"]],
     }
     (root / "dataset.json").write_text(json.dumps(datalist), encoding="utf-8")
     return root / "dataset.json"
@@ -63,6 +65,13 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def coarse_vit_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ViT whose recipe resamples to 6 mm, so phantom scans are ~50^3 voxels."""
-    recipe = {"orientation": "RAS", "spacing": [6.0, 6.0, 6.0], "intensity": "ct",
-              "window": [-750.0, 1750.0], "foreground_crop": True}
-    return write_export(tmp_path_factory.mktemp("coarse") / "export", TINY_VIT, recipe, (32, 32, 32))
+    recipe = {
+        "orientation": "RAS",
+        "spacing": [6.0, 6.0, 6.0],
+        "intensity": "ct",
+        "window": [-750.0, 1750.0],
+        "foreground_crop": True,
+    }
+    return write_export(
+        tmp_path_factory.mktemp("coarse") / "export", TINY_VIT, recipe, (32, 32, 32)
+    )

@@ -55,10 +55,15 @@ def test_whole_equals_one_window_and_finds_the_bright_spot() -> None:
 
 
 def test_maps_are_saved_in_the_scans_geometry(labelled, tmp_path, monkeypatch) -> None:
-    meta = {"recipe": {"spacing": None, "window": [-200.0, 300.0]}, "crop_size": [16, 16, 16],
-            "method": "stub", "backbone": {"name": "stub"}}
-    monkeypatch.setattr(attention_mod, "load_encoder_or_scratch",
-                        lambda spec, **kw: (BrightestCellEncoder(), meta))
+    meta = {
+        "recipe": {"spacing": None, "window": [-200.0, 300.0]},
+        "crop_size": [16, 16, 16],
+        "method": "stub",
+        "backbone": {"name": "stub"},
+    }
+    monkeypatch.setattr(
+        attention_mod, "load_encoder_or_scratch", lambda spec, **kw: (BrightestCellEncoder(), meta)
+    )
     out = tmp_path / "att"
     run_attention(AttentionConfig(encoder="stub", data=str(labelled), out=str(out), max_figures=1))
     root = labelled.parent
@@ -72,8 +77,11 @@ def test_maps_are_saved_in_the_scans_geometry(labelled, tmp_path, monkeypatch) -
         # the stand-in looks at the brightest spot: the 280 HU tumor
         tumor = np.asarray(nib.load(root / "labels" / f"{row['case']}_tumor.nii.gz").dataobj)
         peak = (int(row["i"]), int(row["j"]), int(row["k"]))
-        near = tumor[max(peak[0] - 2, 0):peak[0] + 3, max(peak[1] - 2, 0):peak[1] + 3,
-                     max(peak[2] - 2, 0):peak[2] + 3]
+        near = tumor[
+            max(peak[0] - 2, 0) : peak[0] + 3,
+            max(peak[1] - 2, 0) : peak[1] + 3,
+            max(peak[2] - 2, 0) : peak[2] + 3,
+        ]
         assert near.any(), f"{row['case']}: attention peak {peak} is not at the tumor"
         world = saved.affine @ np.array([*peak, 1.0])
         assert float(row["x_mm"]) == pytest.approx(world[0], abs=0.01)
@@ -83,20 +91,43 @@ def test_maps_are_saved_in_the_scans_geometry(labelled, tmp_path, monkeypatch) -
 
 
 def test_encoder_without_attention_is_refused() -> None:
-    enc = BACKBONES.build({"name": "swin", "embed_dim": 12, "depths": [1, 1, 1, 1],
-                           "num_heads": [3, 3, 3, 3], "sa_depth": 0})
+    enc = BACKBONES.build(
+        {
+            "name": "swin",
+            "embed_dim": 12,
+            "depths": [1, 1, 1, 1],
+            "num_heads": [3, 3, 3, 3],
+            "sa_depth": 0,
+        }
+    )
     with pytest.raises(ConfigError, match="no attention output"):
         window_attention(enc, torch.zeros(1, 1, 32, 32, 32))
 
 
 def test_attention_cli_with_a_swin(labelled, swin_export, tmp_path) -> None:
     out = tmp_path / "cli"
-    rc = main(["attention", "--encoder", str(swin_export), "--data", str(labelled), "--out", str(out),
-               "--split", "validation", "--whole", "--max-figures", "1"])
+    rc = main(
+        [
+            "attention",
+            "--encoder",
+            str(swin_export),
+            "--data",
+            str(labelled),
+            "--out",
+            str(out),
+            "--split",
+            "validation",
+            "--whole",
+            "--max-figures",
+            "1",
+        ]
+    )
     assert rc == 0
     saved = nib.load(out / "attention" / "case_3_attn.nii.gz")
     assert saved.shape == nib.load(labelled.parent / "images/case_3.nii.gz").shape
     values = np.asarray(saved.dataobj)
     assert np.isfinite(values).all() and values.max() > 0 and values.min() >= 0
-    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["config"]["roi"] == "whole"
+    assert (
+        json.loads((out / "results.json").read_text(encoding="utf-8"))["config"]["roi"] == "whole"
+    )
     assert (out / "figures/case_3_attention.png").stat().st_size > 0

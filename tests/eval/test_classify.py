@@ -84,7 +84,9 @@ def test_multiclass_csv_with_a_split_column(tmp_path) -> None:
     preds = read_rows(tmp_path / "out" / "predictions.csv")
     assert set(preds[0]) >= {"prob_benign", "prob_malignant", "prob_unsure"}
     assert 0.0 <= metrics["test/auc"]["mean"] <= 1.0
-    assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["config"]["classes"] == [
+    assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["config"][
+        "classes"
+    ] == [
         "benign",
         "malignant",
         "unsure",
@@ -120,5 +122,9 @@ def test_one_class_csv_is_refused_by_name(tmp_path) -> None:
 
     csv_path = write_crops_csv(tmp_path / "data", n=4, names=("benign",))
     spec = write_scratch_spec(tmp_path / "arch")
-    with pytest.raises(DataError, match=r"every volume has the label 'benign': classification needs at least two"):
-        run_classify(f"scratch:{spec}", csv_path, tmp_path / "out", ClassifyConfig(folds=2, progress=False))
+    with pytest.raises(
+        DataError, match=r"every volume has the label 'benign': classification needs at least two"
+    ):
+        run_classify(
+            f"scratch:{spec}", csv_path, tmp_path / "out", ClassifyConfig(folds=2, progress=False)
+        )

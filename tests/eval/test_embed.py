@@ -28,8 +28,18 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_embed_rows_equal_the_api(swin_export: Path, labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "emb"
-    args = ["embed", "--encoder", str(swin_export), "--source", str(labelled), "--out", str(out),
-            "--batch-size", "2", "--no-progress"]
+    args = [
+        "embed",
+        "--encoder",
+        str(swin_export),
+        "--source",
+        str(labelled),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     feats = np.load(out / "embeddings.npy")
     rows = _rows(out / "index.csv")
@@ -45,8 +55,23 @@ def test_embed_rows_equal_the_api(swin_export: Path, labelled: Path, tmp_path: P
     for i in (0, 2):
         np.testing.assert_allclose(encoder.embed(rows[i]["name"]), feats[i], rtol=1e-4, atol=1e-5)
     # the old flag names give the same rows
-    assert main([*args[:3], "--data", str(labelled), "--out", str(tmp_path / "old"),
-                 "--size", "64", "--key", "image", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *args[:3],
+                "--data",
+                str(labelled),
+                "--out",
+                str(tmp_path / "old"),
+                "--size",
+                "64",
+                "--key",
+                "image",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "old" / "embeddings.npy"), feats, atol=1e-5)
 
 
@@ -84,8 +109,19 @@ def test_scratch_encoders_load(swin_export: Path, labelled: Path) -> None:
 def test_medmnist_embeddings_equal_cluster(swin_export: Path, tmp_path: Path) -> None:
     """An npz goes through the same path as `medmim cluster` (0..255 -> [0, 1], resize)."""
     npz = write_medmnist(tmp_path / "organ.npz", counts=(2, 2, 4), classes=2)
-    common = ["--encoder", str(swin_export), "--source", str(npz), "--split", "test",
-              "--resize", "32", "--feature", "pooled", "--no-progress"]
+    common = [
+        "--encoder",
+        str(swin_export),
+        "--source",
+        str(npz),
+        "--split",
+        "test",
+        "--resize",
+        "32",
+        "--feature",
+        "pooled",
+        "--no-progress",
+    ]
     assert main(["cluster", *common, "--out", str(tmp_path / "clu"), "--projection", "pca"]) == 0
     assert main(["embed", *common, "--out", str(tmp_path / "emb")]) == 0
     with np.load(tmp_path / "clu" / "embeddings.npz") as z:
@@ -93,11 +129,15 @@ def test_medmnist_embeddings_equal_cluster(swin_export: Path, tmp_path: Path) ->
     np.testing.assert_allclose(np.load(tmp_path / "emb" / "embeddings.npy"), reference, atol=1e-5)
     rows = _rows(tmp_path / "emb" / "index.csv")
     assert rows[3]["name"].endswith("organ.npz::test_images[3]") and rows[3]["label"] == "1"
-    assert json.loads((tmp_path / "emb" / "embed.json").read_text())["recipe"]["window"] == [0.0, 255.0]
+    assert json.loads((tmp_path / "emb" / "embed.json").read_text())["recipe"]["window"] == [
+        0.0,
+        255.0,
+    ]
 
 
-def test_bad_files_are_listed_not_raised(vit_export: Path, labelled: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture) -> None:
+def test_bad_files_are_listed_not_raised(
+    vit_export: Path, labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "scans"
     folder.mkdir()
     for name in ("a", "c"):
@@ -131,7 +171,7 @@ def test_load_into_swinunetr(swin_export: Path, vit_export: Path) -> None:
     swin_keys = [k for k in saved if k.startswith("swinViT.")]
     assert swin_keys and len(swin_keys) == len(own)
     for key in swin_keys:
-        assert torch.equal(own[key[len("swinViT."):]], saved[key]), key
+        assert torch.equal(own[key[len("swinViT.") :]], saved[key]), key
     with pytest.raises(ConfigError, match="give out_channels=K"):
         medmim.load_into_swinunetr(swin_export)
     with pytest.raises(DataError, match="holds a 'vit' encoder, not a Swin one"):

@@ -60,7 +60,9 @@ def test_bad_encoder_specs_are_explained(tmp_path) -> None:
     with pytest.raises(DataError, match="medmim export"):
         load_encoder_or_scratch(tmp_path / "nothing")
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "encoder.json").write_text(json.dumps({"method": "smart"}), encoding="utf-8")
+    (tmp_path / "bad" / "encoder.json").write_text(
+        json.dumps({"method": "smart"}), encoding="utf-8"
+    )
     with pytest.raises(DataError, match="'backbone'"):
         load_encoder_or_scratch(f"scratch:{tmp_path / 'bad'}")
 

@@ -13,7 +13,12 @@ from medmim.errors import DataError
 from medmim.eval.export import export, is_tokenizer, load_encoder, read_export
 from medmim.models.tokenizer import TOKENIZERS, load_tokenizer
 
-TOKENIZER = {"name": "soft_vq_tokenizer", "channels": [8, 8, 16], "codebook_size": 32, "embed_dim": 8}
+TOKENIZER = {
+    "name": "soft_vq_tokenizer",
+    "channels": [8, 8, 16],
+    "codebook_size": 32,
+    "embed_dim": 8,
+}
 
 
 def test_tokenizer_run_exports_and_feeds_stage_2(tmp_path: Path, capsys) -> None:
@@ -32,7 +37,10 @@ def test_tokenizer_run_exports_and_feeds_stage_2(tmp_path: Path, capsys) -> None
     loaded = load_tokenizer(out)  # what pumit_mim's method.tokenizer=DIR does
     for key, value in tok.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    with pytest.raises(DataError, match=r"holds a PUMIT tokenizer \('soft_vq_tokenizer'\), not an "
-                                        r"encoder for downstream tasks: train stage 2 on it"):
+    with pytest.raises(
+        DataError,
+        match=r"holds a PUMIT tokenizer \('soft_vq_tokenizer'\), not an "
+        r"encoder for downstream tasks: train stage 2 on it",
+    ):
         load_encoder(out)
     assert export(ckpt, tmp_path / "again") == tmp_path / "again"

@@ -52,13 +52,16 @@ def test_numeric_labels_keep_numeric_order() -> None:
         encode_labels(["1", ""], "x.csv")
 
 
-@pytest.mark.parametrize("raw, message", [
-    (["1", "nan"], r"row 2 has no label \('nan'\)"),
-    (["0", "NA"], r"row 2 has no label \('NA'\)"),
-    ([0.0, float("nan")], r"row 2 has no label \('nan'\)"),  # a NaN in a MedMNIST label array
-    (["0", "0.5"], r"label '0.5' is not a class"),
-    (["1", "benign"], r"labels mix numbers and names \(e.g. '1' and 'benign'\)"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (["1", "nan"], r"row 2 has no label \('nan'\)"),
+        (["0", "NA"], r"row 2 has no label \('NA'\)"),
+        ([0.0, float("nan")], r"row 2 has no label \('nan'\)"),  # a NaN in a MedMNIST label array
+        (["0", "0.5"], r"label '0.5' is not a class"),
+        (["1", "benign"], r"labels mix numbers and names \(e.g. '1' and 'benign'\)"),
+    ],
+)
 def test_label_garbage_is_refused(raw, message) -> None:
     with pytest.raises(DataError, match=message):
         encode_labels(raw, "x.csv")
@@ -80,12 +83,16 @@ def test_csv_errors_name_the_column(tmp_path) -> None:
         load_labelled(csv_path)
     assert "Did you mean 'label'" not in str(err.value)  # the columns the file has, not 'label'
     (tmp_path / "empty_labels.csv").write_text("image,label\na.nii.gz,\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"row 1 has no label \(''\); every volume needs a class label"):
+    with pytest.raises(
+        DataError, match=r"row 1 has no label \(''\); every volume needs a class label"
+    ):
         load_labelled(tmp_path / "empty_labels.csv")
     with pytest.raises(DataError, match=r"no column 'img'.*set `image_key`"):
         load_labelled(csv_path, image_key="img")
     folder = write_crops_csv(tmp_path / "ok", n=3).parent
-    (folder / "split.csv").write_text("image,label,split\ncrops/c000.nii.gz,benign,holdout\n", encoding="utf-8")
+    (folder / "split.csv").write_text(
+        "image,label,split\ncrops/c000.nii.gz,benign,holdout\n", encoding="utf-8"
+    )
     with pytest.raises(DataError, match=r"column 'split' has \['holdout'\]"):
         load_labelled(folder / "split.csv")
     (tmp_path / "data.json").write_text("{}", encoding="utf-8")

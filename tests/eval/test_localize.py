@@ -66,22 +66,36 @@ def test_localize_reads_maps_from_attention_output(labelled, tmp_path) -> None:
         attn = np.where(t, 5.0, 1.0).astype(np.float32)
         nib.save(nib.Nifti1Image(attn, tumor.affine), str(maps / f"attention/case_{k}_attn.nii.gz"))
         fractions.append(t.mean())
-    (maps / "results.json").write_text(json.dumps({"encoder": {"spec": "x", "method": "m"},
-                                                   "config": {"recipe_used": None}}), encoding="utf-8")
+    (maps / "results.json").write_text(
+        json.dumps({"encoder": {"spec": "x", "method": "m"}, "config": {"recipe_used": None}}),
+        encoding="utf-8",
+    )
     # the tumors have the same size: one percentile fits all
     assert max(fractions) == pytest.approx(min(fractions))
     out = tmp_path / "loc"
-    metrics = run_localize(LocalizeConfig(data=str(labelled), out=str(out), attention=str(maps),
-                                          mask_key="tumor", percentile=100 * (1 - fractions[0]) - 1e-6,
-                                          max_figures=1))
+    metrics = run_localize(
+        LocalizeConfig(
+            data=str(labelled),
+            out=str(out),
+            attention=str(maps),
+            mask_key="tumor",
+            percentile=100 * (1 - fractions[0]) - 1e-6,
+            max_figures=1,
+        )
+    )
     assert metrics["localize/dice"] == {"mean": pytest.approx(1.0), "std": pytest.approx(0.0)}
     assert metrics["localize/pointing"] == 1.0
     rows = list(csv.DictReader(open(out / "localize.csv", encoding="utf-8")))
-    assert len(rows) == 3 and all(int(r["predicted_voxels"]) == int(r["reference_voxels"]) for r in rows)
+    assert len(rows) == 3 and all(
+        int(r["predicted_voxels"]) == int(r["reference_voxels"]) for r in rows
+    )
     saved = nib.load(out / "masks/case_0_loc.nii.gz")
-    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(
-        nib.load(root / "labels/case_0_tumor.nii.gz").dataobj))
-    np.testing.assert_allclose(saved.affine, nib.load(root / "images/case_0.nii.gz").affine, atol=1e-5)
+    np.testing.assert_array_equal(
+        np.asarray(saved.dataobj), np.asarray(nib.load(root / "labels/case_0_tumor.nii.gz").dataobj)
+    )
+    np.testing.assert_allclose(
+        saved.affine, nib.load(root / "images/case_0.nii.gz").affine, atol=1e-5
+    )
     record = read_results(out / "results.json")
     assert record["command"] == "localize" and record["encoder"]["method"] == "m"
 
@@ -90,14 +104,27 @@ def test_localize_errors(labelled, tmp_path) -> None:
     with pytest.raises(ConfigError, match="--encoder"):
         run_localize(LocalizeConfig(data=str(labelled), out=str(tmp_path / "a")))
     with pytest.raises(DataError, match="not an output folder"):
-        run_localize(LocalizeConfig(data=str(labelled), out=str(tmp_path / "b"),
-                                    attention=str(tmp_path)))
+        run_localize(
+            LocalizeConfig(data=str(labelled), out=str(tmp_path / "b"), attention=str(tmp_path))
+        )
 
 
 def test_localize_cli_on_phantom_tumors(phantoms, coarse_vit_export, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    rc = main(["localize", "--encoder", str(coarse_vit_export), "--data", str(phantoms / "tumors.json"),
-               "--out", str(out), "--largest-component", "--max-figures", "1"])
+    rc = main(
+        [
+            "localize",
+            "--encoder",
+            str(coarse_vit_export),
+            "--data",
+            str(phantoms / "tumors.json"),
+            "--out",
+            str(out),
+            "--largest-component",
+            "--max-figures",
+            "1",
+        ]
+    )
     assert rc == 0 and "localize/dice" in capsys.readouterr().out
     tumors = json.loads((phantoms / "tumors.json").read_text(encoding="utf-8"))["training"]
     rows = list(csv.DictReader(open(out / "localize.csv", encoding="utf-8")))

@@ -33,12 +33,16 @@ class Captured(Exception):
     """Raised by a stand-in for the training function once it has seen the model."""
 
 
-def randomised_export(folder: Path, spec: dict, crop=(64, 64, 64), seed: int = 7) -> dict[str, Tensor]:
+def randomised_export(
+    folder: Path, spec: dict, crop=(64, 64, 64), seed: int = 7
+) -> dict[str, Tensor]:
     """Export `spec` with every float tensor replaced by seeded noise; returns the weights."""
     write_export(folder, spec, crop=crop)
     gen = torch.Generator().manual_seed(seed)
     weights = {
-        k: (torch.randn(v.shape, generator=gen) * 0.1 + 0.3).to(v.dtype) if v.is_floating_point() else v
+        k: (torch.randn(v.shape, generator=gen) * 0.1 + 0.3).to(v.dtype)
+        if v.is_floating_point()
+        else v
         for k, v in load_file(str(folder / "encoder.safetensors")).items()
     }
     save_file(weights, str(folder / "encoder.safetensors"))
@@ -67,14 +71,23 @@ def npz(tmp_path_factory) -> Path:
     return write_medmnist(tmp_path_factory.mktemp("mnist") / "toy.npz", counts=(8, 4, 4))
 
 
-def test_segment_swin_unetr_holds_exactly_the_exported_swin(labelled, tmp_path, monkeypatch) -> None:
+def test_segment_swin_unetr_holds_exactly_the_exported_swin(
+    labelled, tmp_path, monkeypatch
+) -> None:
     weights = randomised_export(tmp_path / "export", TINY_SWIN)
     seen: dict = {}
     monkeypatch.setattr(segment, "train", capture("model", seen))
     with pytest.raises(Captured):
-        run_segment(SegmentConfig(encoder=str(tmp_path / "export"), data=str(labelled),
-                                  out=str(tmp_path / "seg"), max_steps=0, device="cpu"))
-    swin = {k[len(SWIN_PREFIX):]: v for k, v in weights.items() if k.startswith(SWIN_PREFIX)}
+        run_segment(
+            SegmentConfig(
+                encoder=str(tmp_path / "export"),
+                data=str(labelled),
+                out=str(tmp_path / "seg"),
+                max_steps=0,
+                device="cpu",
+            )
+        )
+    swin = {k[len(SWIN_PREFIX) :]: v for k, v in weights.items() if k.startswith(SWIN_PREFIX)}
     assert_same_tensors(seen["model"].swinViT.state_dict(), swin)
     # Left out on purpose, and nothing else: the mask token, the SA block and its norms.
     assert {k.split(".")[0] for k in weights if not k.startswith(SWIN_PREFIX)} == PRETRAINING_ONLY
@@ -85,18 +98,33 @@ def test_segment_unetr_holds_exactly_the_exported_vit(labelled, tmp_path, monkey
     seen: dict = {}
     monkeypatch.setattr(segment, "train", capture("model", seen))
     with pytest.raises(Captured):
-        run_segment(SegmentConfig(encoder=str(tmp_path / "export"), data=str(labelled),
-                                  out=str(tmp_path / "seg"), max_steps=0, device="cpu"))
+        run_segment(
+            SegmentConfig(
+                encoder=str(tmp_path / "export"),
+                data=str(labelled),
+                out=str(tmp_path / "seg"),
+                max_steps=0,
+                device="cpu",
+            )
+        )
     assert_same_tensors(seen["model"].encoder.state_dict(), weights)
 
 
 @pytest.mark.parametrize("spec, crop", [(TINY_SWIN, (32, 32, 32)), (TINY_VIT, (32, 32, 32))])
-def test_classify_finetune_starts_from_exactly_the_export(npz, tmp_path, monkeypatch, spec, crop) -> None:
+def test_classify_finetune_starts_from_exactly_the_export(
+    npz, tmp_path, monkeypatch, spec, crop
+) -> None:
     weights = randomised_export(tmp_path / "export", spec, crop=crop)
     seen: dict = {}
     monkeypatch.setattr(classify, "finetune", capture("net", seen))
-    cfg = ClassifyConfig(mode="finetune", folds=1, feature="pooled", progress=False, device="cpu",
-                         finetune=FinetuneConfig(epochs=0))
+    cfg = ClassifyConfig(
+        mode="finetune",
+        folds=1,
+        feature="pooled",
+        progress=False,
+        device="cpu",
+        finetune=FinetuneConfig(epochs=0),
+    )
     with pytest.raises(Captured):
         run_classify(str(tmp_path / "export"), npz, tmp_path / "ft", cfg)
     net = seen["net"]
@@ -114,8 +142,12 @@ def test_classify_linear_embeds_with_exactly_the_export(npz, tmp_path, monkeypat
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(classify, "extract_features", spy)
-    run_classify(str(tmp_path / "export"), npz, tmp_path / "lin",
-                 ClassifyConfig(folds=2, feature="pooled", progress=False, device="cpu"))
+    run_classify(
+        str(tmp_path / "export"),
+        npz,
+        tmp_path / "lin",
+        ClassifyConfig(folds=2, feature="pooled", progress=False, device="cpu"),
+    )
     assert_same_tensors(seen["model"].state_dict(), weights)
 
 
@@ -124,8 +156,9 @@ def test_scratch_of_an_export_shares_no_weights_with_it(npz, tmp_path, monkeypat
     weights = randomised_export(tmp_path / "export", TINY_SWIN, crop=(32, 32, 32))
     seen: dict = {}
     monkeypatch.setattr(classify, "finetune", capture("net", seen))
-    cfg = ClassifyConfig(mode="finetune", folds=1, progress=False, device="cpu",
-                         finetune=FinetuneConfig(epochs=0))
+    cfg = ClassifyConfig(
+        mode="finetune", folds=1, progress=False, device="cpu", finetune=FinetuneConfig(epochs=0)
+    )
     with pytest.raises(Captured):
         run_classify(f"scratch:{tmp_path / 'export'}", npz, tmp_path / "ft", cfg)
     got = seen["net"].encoder.state_dict()
@@ -158,11 +191,22 @@ def test_weights_that_do_not_fit_are_refused(labelled, npz, tmp_path, mutate, co
     save_file(weights, str(tmp_path / "export" / "encoder.safetensors"))
     with pytest.raises(DataError, match=key.replace(".", r"\.")):
         if command == "segment":
-            run_segment(SegmentConfig(encoder=str(tmp_path / "export"), data=str(labelled),
-                                      out=str(tmp_path / "seg"), max_steps=0, device="cpu"))
+            run_segment(
+                SegmentConfig(
+                    encoder=str(tmp_path / "export"),
+                    data=str(labelled),
+                    out=str(tmp_path / "seg"),
+                    max_steps=0,
+                    device="cpu",
+                )
+            )
         else:
-            run_classify(str(tmp_path / "export"), npz, tmp_path / "cls",
-                         ClassifyConfig(mode="finetune", folds=1, progress=False, device="cpu"))
+            run_classify(
+                str(tmp_path / "export"),
+                npz,
+                tmp_path / "cls",
+                ClassifyConfig(mode="finetune", folds=1, progress=False, device="cpu"),
+            )
 
 
 def test_swin_unetr_refuses_a_swin_weight_it_has_no_place_for() -> None:

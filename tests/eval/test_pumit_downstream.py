@@ -43,9 +43,13 @@ def test_loader_moves_the_slice_axis_first_and_back(uvit_export) -> None:
     # with 2 z tokens, patch / attn are reordered from row-major (z, x, y) to (x, y, z)
     deep = torch.randn(1, 1, 32, 32, 32)
     g, r = model.forward_features(deep), vit.forward_features(deep.permute(0, 1, 4, 2, 3))
-    xyz = r["patch"].unflatten(1, (2, 2, 2)).permute(0, 2, 3, 1, 4).flatten(1, 3)  # (z,x,y)->(x,y,z)
+    xyz = (
+        r["patch"].unflatten(1, (2, 2, 2)).permute(0, 2, 3, 1, 4).flatten(1, 3)
+    )  # (z,x,y)->(x,y,z)
     torch.testing.assert_close(g["patch"], xyz)
-    torch.testing.assert_close(g["attn"], r["attn"].unflatten(1, (2, 2, 2)).permute(0, 2, 3, 1).flatten(1))
+    torch.testing.assert_close(
+        g["attn"], r["attn"].unflatten(1, (2, 2, 2)).permute(0, 2, 3, 1).flatten(1)
+    )
     assert not torch.allclose(g["patch"], r["patch"])  # the reordering is not a no-op here
 
 
@@ -69,7 +73,9 @@ def test_classify_linear_on_the_cls_token(uvit_export, tmp_path) -> None:
         rows = list(csv.DictReader(f))
     # the 16 train+val volumes in 2 folds of 8; the 8 test volumes scored by each fold's probe
     assert [(r["part"], r["n"], r["n_train"]) for r in rows] == [
-        ("val", "8", "8"), ("test", "8", "8")] * 2
+        ("val", "8", "8"),
+        ("test", "8", "8"),
+    ] * 2
     assert metrics["test/auc"]["mean"] > 0.9  # the toy classes differ by a bright cube
     record = read_results(tmp_path / "out" / "results.json")
     assert record["encoder"]["method"] == "pumit_mim"
@@ -80,12 +86,23 @@ def test_classify_linear_on_the_cls_token(uvit_export, tmp_path) -> None:
 @pytest.mark.slow
 def test_segment_unetr_on_the_block_maps(labelled, uvit_export, tmp_path) -> None:
     out = tmp_path / "seg"
-    cfg = SegmentConfig(encoder=str(uvit_export), data=str(labelled), out=str(out), max_steps=2,
-                        num_samples=1, feature_size=8, overlap=0.25)
+    cfg = SegmentConfig(
+        encoder=str(uvit_export),
+        data=str(labelled),
+        out=str(out),
+        max_steps=2,
+        num_samples=1,
+        feature_size=8,
+        overlap=0.25,
+    )
     metrics = run_segment(cfg)
     info = json.loads((out / "segmenter.json").read_text(encoding="utf-8"))
-    assert info["decoder"] == {"name": "unetr", "out_channels": 3, "img_size": [32, 32, 16],
-                               "feature_size": 8}
+    assert info["decoder"] == {
+        "name": "unetr",
+        "out_channels": 3,
+        "img_size": [32, 32, 16],
+        "feature_size": 8,
+    }
     assert info["roi"] == [32, 32, 16] and info["encoder"]["slice_first"] is True
     lines = (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["step"] for line in lines] == [0, 1]

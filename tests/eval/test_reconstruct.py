@@ -25,12 +25,20 @@ def write_run(tmp_path, images, method_spec, model_spec=TINY_SWIN, step: int = 7
     """A run directory with checkpoints/last.ckpt in the loop's layout."""
     context = TrainContext(crop_size=(32, 32, 32))
     method = METHODS.build(method_spec, backbone=dict(model_spec), context=context)
-    data = {"source": str(images), "crop_size": [32, 32, 32], "cache_dir": str(tmp_path / "cache"),
-            "recipe": {"spacing": None, "window": [-200.0, 300.0]}}
-    ckpt = {"method": method.state_dict(), "config": {"method": method_spec, "model": model_spec,
-                                                      "data": data},
-            "encoder": method.encoder.state_dict(), "encoder_config": method.encoder.config,
-            "step": step, "medmim_version": "test"}
+    data = {
+        "source": str(images),
+        "crop_size": [32, 32, 32],
+        "cache_dir": str(tmp_path / "cache"),
+        "recipe": {"spacing": None, "window": [-200.0, 300.0]},
+    }
+    ckpt = {
+        "method": method.state_dict(),
+        "config": {"method": method_spec, "model": model_spec, "data": data},
+        "encoder": method.encoder.state_dict(),
+        "encoder_config": method.encoder.config,
+        "step": step,
+        "medmim_version": "test",
+    }
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")

@@ -80,11 +80,12 @@ def test_report_puts_runs_side_by_side(tmp_path) -> None:
     fake_run(tmp_path / "smart" / "cluster", command="cluster")
     # A pretraining run folder: last value of each scalar in metrics.jsonl, and its figures.
     (tmp_path / "smart" / "metrics.jsonl").write_text(
-        '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5, "lr": 0.001}\n{"step": 3, "lo'
-    , encoding="utf-8")
+        '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5, "lr": 0.001}\n{"step": 3, "lo',
+        encoding="utf-8",
+    )
     (tmp_path / "smart" / "config.yaml").write_text(
-        "method:\n  name: smart\nmodel:\n  name: swin_demo\n"
-    , encoding="utf-8")
+        "method:\n  name: smart\nmodel:\n  name: swin_demo\n", encoding="utf-8"
+    )
     out = write_report([tmp_path / "smart", tmp_path / "scratch"], tmp_path / "docs" / "report.md")
     text = out.read_text(encoding="utf-8")
     results = collect_results([tmp_path / "smart", tmp_path / "scratch"])
@@ -122,13 +123,24 @@ def test_report_of_a_single_results_file(tmp_path) -> None:
 
 def test_report_shows_the_distillation_health_of_a_pretraining_run(tmp_path) -> None:
     ln_k = math.log(256)
-    rows = [{"step": s, "loss": 5.0, "distill/ln_k": ln_k,
-             "teacher/entropy/cls": 1.0 - 0.07 * s, "distill/ce/cls": ln_k - 0.2 * s,
-             "teacher/cos_batch/cls": 0.3, "teacher/cos_views/cls": 0.9,
-             "teacher/entropy/patch": 0.999, "distill/ce/patch": ln_k} for s in range(1, 11)]
+    rows = [
+        {
+            "step": s,
+            "loss": 5.0,
+            "distill/ln_k": ln_k,
+            "teacher/entropy/cls": 1.0 - 0.07 * s,
+            "distill/ce/cls": ln_k - 0.2 * s,
+            "teacher/cos_batch/cls": 0.3,
+            "teacher/cos_views/cls": 0.9,
+            "teacher/entropy/patch": 0.999,
+            "distill/ce/patch": ln_k,
+        }
+        for s in range(1, 11)
+    ]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+    )
     text = render_report(collect_results([tmp_path / "run"]), tmp_path / "r.md")
     assert "### Distillation health" in text
     assert "| cls | 0.930 → 0.300 | 5.345 → 3.545 | 5.545 | 0.300 | 0.900 | learning |" in text
@@ -136,4 +148,6 @@ def test_report_shows_the_distillation_health_of_a_pretraining_run(tmp_path) -> 
     # an old run without distillation keys gets no health table
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n', encoding="utf-8")
-    assert "Distillation health" not in render_report(collect_results([tmp_path / "old"]), tmp_path / "r.md")
+    assert "Distillation health" not in render_report(
+        collect_results([tmp_path / "old"]), tmp_path / "r.md"
+    )

@@ -22,15 +22,27 @@ from medmim.registry import METHODS
 from medmim.train.checkpoint import seed_everything
 from medmim.types import TrainContext
 
-TINY_SWIN: dict[str, Any] = {"name": "swin", "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [3, 3, 3, 3]}
-TINY_VIT: dict[str, Any] = {"name": "vit", "embed_dim": 24, "depth": 2, "num_heads": 2, "patch_size": 8,
-                            "pos_grid": [4, 4, 4]}
+TINY_SWIN: dict[str, Any] = {
+    "name": "swin",
+    "embed_dim": 12,
+    "depths": [1, 1, 1, 1],
+    "num_heads": [3, 3, 3, 3],
+}
+TINY_VIT: dict[str, Any] = {
+    "name": "vit",
+    "embed_dim": 24,
+    "depth": 2,
+    "num_heads": 2,
+    "patch_size": 8,
+    "pos_grid": [4, 4, 4],
+}
 TINY_HEAD: dict[str, Any] = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 CONTEXT = TrainContext(steps_per_epoch=10, total_steps=100, in_channels=1, crop_size=(32, 32, 32))
 
 
-def initial_encoder(seed: int, name: str = "smart", backbone: dict[str, Any] = TINY_SWIN,
-                    **options: Any) -> torch.nn.Module:
+def initial_encoder(
+    seed: int, name: str = "smart", backbone: dict[str, Any] = TINY_SWIN, **options: Any
+) -> torch.nn.Module:
     """The student encoder of a tiny run before its first step (as the session builds it)."""
     seed_everything(seed)
     spec = {"name": name, **TINY_HEAD, **options}
@@ -57,8 +69,12 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert not differ, f"{len(differ)} of {len(sa)} tensors differ, e.g. {differ[:5]}"
 
 
-@pytest.mark.parametrize("seed, options", [(0, {}), (7, {"backbone": {**TINY_SWIN, "sa_stage": 2}})])
-def test_scratch_equals_the_initial_student_encoder(tmp_path: Path, seed: int, options: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "seed, options", [(0, {}), (7, {"backbone": {**TINY_SWIN, "sa_stage": 2}})]
+)
+def test_scratch_equals_the_initial_student_encoder(
+    tmp_path: Path, seed: int, options: dict[str, Any]
+) -> None:
     student = initial_encoder(seed, **options)
     folder = export_of(student, tmp_path / "run")
     scratch, meta = load_encoder_or_scratch(f"scratch:{folder}", seed=seed)
@@ -70,10 +86,19 @@ def test_scratch_equals_the_initial_student_encoder(tmp_path: Path, seed: int, o
     assert_same_state(bare, student)
 
 
-@pytest.mark.parametrize("name, backbone", [("smit", TINY_SWIN), ("ibot", TINY_VIT), ("attmask", TINY_VIT),
-                                            ("mst", TINY_VIT), ("smart_vit", TINY_VIT)])
-def test_the_other_methods_also_build_their_backbone_first(tmp_path: Path, name: str,
-                                                           backbone: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "name, backbone",
+    [
+        ("smit", TINY_SWIN),
+        ("ibot", TINY_VIT),
+        ("attmask", TINY_VIT),
+        ("mst", TINY_VIT),
+        ("smart_vit", TINY_VIT),
+    ],
+)
+def test_the_other_methods_also_build_their_backbone_first(
+    tmp_path: Path, name: str, backbone: dict[str, Any]
+) -> None:
     """The demo's scratch takes the architecture of another method when SMART is not run."""
     student = initial_encoder(5, name, backbone)
     scratch, _ = load_encoder_or_scratch(f"scratch:{export_of(student, tmp_path / 'run')}", seed=5)

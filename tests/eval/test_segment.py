@@ -70,13 +70,21 @@ def _check_prediction(pred_path, image_path) -> np.ndarray:
 @pytest.mark.slow
 def test_segment_end_to_end_vit(labelled, vit_export, tmp_path) -> None:
     out = tmp_path / "seg"
-    cfg = SegmentConfig(encoder=str(vit_export), data=str(labelled), out=str(out), max_steps=2,
-                        num_samples=1, feature_size=8)
+    cfg = SegmentConfig(
+        encoder=str(vit_export),
+        data=str(labelled),
+        out=str(out),
+        max_steps=2,
+        num_samples=1,
+        feature_size=8,
+    )
     metrics = run_segment(cfg)
     root = labelled.parent
     # validation (case_3) and test (case_4) predictions, in the non-RAS anisotropic input geometry
     for name in ("case_3", "case_4"):
-        seg = _check_prediction(out / "predictions" / f"{name}_seg.nii.gz", root / f"images/{name}.nii.gz")
+        seg = _check_prediction(
+            out / "predictions" / f"{name}_seg.nii.gz", root / f"images/{name}.nii.gz"
+        )
         assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2}
     rows = list(csv.DictReader(open(out / "per_case.csv", encoding="utf-8")))
     assert [(r["case"], r["class"]) for r in rows] == [("case_3", "liver"), ("case_3", "spleen")]
@@ -99,29 +107,75 @@ def test_segment_swin_unetr_one_step(labelled, swin_export, tmp_path) -> None:
         return {field: str(root / path) for field, path in entry.items()}
 
     small = tmp_path / "small.json"  # one training and one validation case, no class names
-    small.write_text(json.dumps({"training": [absolute(entries["training"][0])],
-                                 "validation": [absolute(entries["validation"][0])]}), encoding="utf-8")
+    small.write_text(
+        json.dumps(
+            {
+                "training": [absolute(entries["training"][0])],
+                "validation": [absolute(entries["validation"][0])],
+            }
+        ),
+        encoding="utf-8",
+    )
     out = tmp_path / "seg_swin"
-    metrics = run_segment(SegmentConfig(encoder=str(swin_export), data=str(small), out=str(out),
-                                        max_steps=1, num_samples=1))
-    assert json.loads((out / "segmenter.json").read_text(encoding="utf-8"))["decoder"]["name"] == "swin_unetr"
+    metrics = run_segment(
+        SegmentConfig(
+            encoder=str(swin_export), data=str(small), out=str(out), max_steps=1, num_samples=1
+        )
+    )
+    assert (
+        json.loads((out / "segmenter.json").read_text(encoding="utf-8"))["decoder"]["name"]
+        == "swin_unetr"
+    )
     _check_prediction(out / "predictions/case_3_seg.nii.gz", root / "images/case_3.nii.gz")
     assert not (out / "predictions/case_4_seg.nii.gz").exists()
-    assert set(metrics) >= {"val/dice", "val/hd95", "val/asd", "val/dice/class_1", "val/asd/class_2"}
+    assert set(metrics) >= {
+        "val/dice",
+        "val/hd95",
+        "val/asd",
+        "val/dice/class_1",
+        "val/asd/class_2",
+    }
 
 
 def test_segment_rejects_a_bad_roi_for_swin(labelled, swin_export, tmp_path) -> None:
     with pytest.raises(ConfigError, match="multiples of 32 and at least 64"):
-        run_segment(SegmentConfig(encoder=str(swin_export), data=str(labelled),
-                                  out=str(tmp_path / "x"), roi=[48, 48, 48], max_steps=1))
+        run_segment(
+            SegmentConfig(
+                encoder=str(swin_export),
+                data=str(labelled),
+                out=str(tmp_path / "x"),
+                roi=[48, 48, 48],
+                max_steps=1,
+            )
+        )
 
 
 @pytest.mark.slow
 def test_segment_cli(labelled, vit_export, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    rc = main(["segment", "--encoder", str(vit_export), "--data", str(labelled), "--out", str(out),
-               "--max-steps", "1", "--num-samples", "1", "--feature-size", "8", "--labels", "a,b",
-               "--roi", "32", "--overlap", "0.25"])
+    rc = main(
+        [
+            "segment",
+            "--encoder",
+            str(vit_export),
+            "--data",
+            str(labelled),
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+            "--num-samples",
+            "1",
+            "--feature-size",
+            "8",
+            "--labels",
+            "a,b",
+            "--roi",
+            "32",
+            "--overlap",
+            "0.25",
+        ]
+    )
     assert rc == 0 and "val/dice" in capsys.readouterr().out
     classes = [r["class"] for r in csv.DictReader(open(out / "per_class.csv", encoding="utf-8"))]
     assert classes == ["a", "b"]
@@ -129,6 +183,15 @@ def test_segment_cli(labelled, vit_export, tmp_path, capsys) -> None:
 
 
 def test_segment_cli_reports_bad_data(tmp_path, vit_export, capsys) -> None:
-    rc = main(["segment", "--encoder", str(vit_export), "--data", str(tmp_path / "missing.json"),
-               "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "segment",
+            "--encoder",
+            str(vit_export),
+            "--data",
+            str(tmp_path / "missing.json"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and "missing.json" in capsys.readouterr().err

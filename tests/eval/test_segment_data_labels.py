@@ -29,7 +29,12 @@ def test_sparse_high_label_values_need_names(tmp_path) -> None:
     datalist.write_text(json.dumps({"training": []}), encoding="utf-8")
     with pytest.raises(DataError, match=r"label values \[1, 255\] reach 255 with no class names"):
         label_names(datalist, None, [case([0, 1, 255])])
-    assert label_names(datalist, ["liver", "spleen"] + [f"c{k}" for k in range(253)], [case([0, 1, 255])])[0] == "liver"
+    assert (
+        label_names(
+            datalist, ["liver", "spleen"] + [f"c{k}" for k in range(253)], [case([0, 1, 255])]
+        )[0]
+        == "liver"
+    )
     assert label_names(datalist, None, [case([0, 1, 3])]) == ["class_1", "class_2", "class_3"]
     with pytest.raises(DataError, match="label map holds negative values"):
         label_names(datalist, None, [case([0, -2])])

@@ -36,7 +36,9 @@ def _assert_grouped(splits) -> None:
 
 
 def test_kfold_and_holdout_keep_every_group_on_one_side() -> None:
-    splits = make_splits(LABELS, folds=3, fractions=[0.5, 1.0], test_size=0.2, seed=1, groups=GROUPS)
+    splits = make_splits(
+        LABELS, folds=3, fractions=[0.5, 1.0], test_size=0.2, seed=1, groups=GROUPS
+    )
     assert len(splits) == 6
     _assert_grouped(splits)
     test = splits[0].test
@@ -72,7 +74,9 @@ def test_too_few_groups_is_a_clear_error() -> None:
     labels = np.tile([0, 1], 12)
     # the library names its own options (`folds`, `test_size`, `group_key`); the CLI's flags
     # are the CLI's business (tests/cli/test_classify_cluster_report_cli.py)
-    with pytest.raises(ConfigError, match=r"`folds=4` needs at least 4 groups .* holds 3.*`group_key=none`") as err:
+    with pytest.raises(
+        ConfigError, match=r"`folds=4` needs at least 4 groups .* holds 3.*`group_key=none`"
+    ) as err:
         make_splits(labels, folds=4, test_size=0, groups=few)
     assert "--" not in str(err.value)
     with pytest.raises(ConfigError, match=r"`test_size=0.2` .* needs at least 5 groups"):
@@ -132,7 +136,10 @@ def test_split_selection_subsets_the_groups(tmp_path: Path) -> None:
     assert test.groups.tolist() == [f"s{i}" for i in range(3, 9)] and test.group_key == "subject"
     npz = write_medmnist(tmp_path / "organ.npz", counts=(4, 2, 2))
     assert load_labelled(npz).groups is None and load_labelled(npz, split="val").groups is None
-    with pytest.raises(ConfigError, match=r"`group_key=patient`: organ.npz is a MedMNIST npz, which has no group column"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`group_key=patient`: organ.npz is a MedMNIST npz, which has no group column",
+    ):
         load_labelled(npz, group_key="patient")
 
 
@@ -142,7 +149,9 @@ def test_cli_group_key_flag() -> None:
     base = ["classify", "--encoder", "e", "--data", "d.csv", "--out", "o"]
     parser = build_parser()
     assert labelled_options(parser.parse_args(base))["group_key"] == "auto"
-    assert labelled_options(parser.parse_args([*base, "--group-key", "none"]))["group_key"] == "none"
+    assert (
+        labelled_options(parser.parse_args([*base, "--group-key", "none"]))["group_key"] == "none"
+    )
 
 
 def test_classify_records_the_group_column(phantom_csv: Path, tmp_path: Path) -> None:
@@ -160,7 +169,9 @@ def test_classify_records_the_group_column(phantom_csv: Path, tmp_path: Path) ->
     for fold in ("0", "1"):
         val = {phantom[r["id"]] for r in preds if r["part"] == "val" and r["fold"] == fold}
         assert val and not val & test
-    cfg = ClassifyConfig(folds=2, group_key="none", feature="pooled", recipe="smart", progress=False)
+    cfg = ClassifyConfig(
+        folds=2, group_key="none", feature="pooled", recipe="smart", progress=False
+    )
     run_classify(f"scratch:{spec}", phantom_csv, tmp_path / "plain", cfg)
     record = json.loads((tmp_path / "plain" / "results.json").read_text(encoding="utf-8"))
     assert record["config"]["group_key"] is None and record["config"]["groups"] is None

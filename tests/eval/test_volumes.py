@@ -24,8 +24,11 @@ from medmim.eval.volumes import (
 def scan(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("scan")
     paths = write_case(root, "scan_a")
-    record = Record(str(root / paths["image"]), label=str(root / paths["label"]),
-                    extra={"tumor": paths["tumor"]})
+    record = Record(
+        str(root / paths["image"]),
+        label=str(root / paths["label"]),
+        extra={"tumor": paths["tumor"]},
+    )
     return root, record
 
 

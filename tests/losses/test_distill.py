@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -29,11 +28,17 @@ def test_teacher_temperature_schedule() -> None:
     # 30 epochs of 10 steps: np.linspace(0.04, 0.07, 30)[epoch] (DINO/iBOT/SMIT), then 0.07
     loss = DistillationLoss(out_dim=K, warmup_steps=300, steps_per_epoch=10)
     official = np.linspace(0.04, 0.07, 30)
-    assert [loss.teacher_temp(10 * e + 9) for e in range(30)] == pytest.approx(official.tolist(), abs=1e-12)
+    assert [loss.teacher_temp(10 * e + 9) for e in range(30)] == pytest.approx(
+        official.tolist(), abs=1e-12
+    )
     assert loss.teacher_temp(0) == 0.04 and loss.teacher_temp(290) == 0.07
     assert loss.teacher_temp(300) == 0.07 and loss.teacher_temp(10_000) == 0.07
-    delayed = DistillationLoss(out_dim=K, warmup_steps=300, warmup_delay=300, steps_per_epoch=10)  # SMIT code, patches
-    assert delayed.teacher_temp(299) == 0.04 and delayed.teacher_temp(300 + 145) == pytest.approx(official[14])
+    delayed = DistillationLoss(
+        out_dim=K, warmup_steps=300, warmup_delay=300, steps_per_epoch=10
+    )  # SMIT code, patches
+    assert delayed.teacher_temp(299) == 0.04 and delayed.teacher_temp(300 + 145) == pytest.approx(
+        official[14]
+    )
     assert DistillationLoss(out_dim=K).teacher_temp(0) == 0.07  # no warm-up: final value at once
 
 
@@ -165,4 +170,6 @@ def test_multi_crop_pairs_every_student_view_with_every_other_teacher_view() -> 
     with pytest.raises(ValueError, match="shapes differ"):
         loss.global_loss([*s, torch.randn(2, K)], t, step=0)
     with pytest.raises(ValueError, match="same number|as many"):
-        loss.patch_loss([torch.randn(2, 8, K)] * 3, [torch.randn(2, 8, K)] * 2, [torch.ones(2, 8)] * 3, 0)
+        loss.patch_loss(
+            [torch.randn(2, 8, K)] * 3, [torch.randn(2, 8, K)] * 2, [torch.ones(2, 8)] * 3, 0
+        )

@@ -68,7 +68,9 @@ def test_sharp_temperature_does_not_overflow_and_a_prototype_shift_cancels() -> 
     shifted = t + torch.randn(1, 8)  # a constant per prototype cancels
     assert torch.allclose(sinkhorn_knopp(shifted, 1.0), sinkhorn_knopp(t, 1.0), atol=1e-5)
     big = torch.randn(64, 4)
-    assert np.allclose(sinkhorn_knopp(big, 0.3).numpy(), reference(big.double().numpy(), 0.3, 3), atol=1e-5)
+    assert np.allclose(
+        sinkhorn_knopp(big, 0.3).numpy(), reference(big.double().numpy(), 0.3, 3), atol=1e-5
+    )
 
 
 def test_sums_are_all_reduced_under_ddp(monkeypatch) -> None:

@@ -36,7 +36,9 @@ def test_patch_outputs_are_averaged_over_tokens_per_sample() -> None:
     t = torch.randn(3, 10, K)
     stats = teacher_health([t], paired=False)
     assert "cos_views" not in stats
-    assert float(stats["cos_batch"]) == pytest.approx(float(mean_pairwise_cosine(t.mean(1))), abs=1e-6)
+    assert float(stats["cos_batch"]) == pytest.approx(
+        float(mean_pairwise_cosine(t.mean(1))), abs=1e-6
+    )
 
 
 def test_distillation_loss_records_ce_and_cosines() -> None:

@@ -78,7 +78,9 @@ def test_reproducible_and_registered() -> None:
 
 def test_target_is_int_of_ratio_times_n_as_the_official_code() -> None:
     assert 0.29 * 100 == 28.999999999999996  # int() gives 28, a tolerance would give 29
-    out = BlockwiseMasker(ratio=0.29, exact=True)((4, 5, 5), 3, generator=torch.Generator().manual_seed(0))
+    out = BlockwiseMasker(ratio=0.29, exact=True)(
+        (4, 5, 5), 3, generator=torch.Generator().manual_seed(0)
+    )
     assert out.mask.flatten(1).sum(1).tolist() == [28] * 3
 
 

@@ -17,7 +17,9 @@ def test_num_masked_roundings() -> None:
     assert num_masked(0.7, 10, "ceil") == 7  # 0.7 * 10 = 7.000000000000001 in floats
     assert num_masked(0.25, 10, "round") == 2
     assert num_masked(0.29, 100, "floor") == 28  # int(28.999999999999996), as iBOT / AttMask
-    assert num_masked(0.55, 500, "floor_visible") == 276  # PUMIT: 500 - int(500 * 0.44999999999999996)
+    assert (
+        num_masked(0.55, 500, "floor_visible") == 276
+    )  # PUMIT: 500 - int(500 * 0.44999999999999996)
     assert num_masked(0.55, 500, "ceil") == 275 and num_masked(0.55, 100, "floor_visible") == 56
     assert num_masked(0.0, 216) == 0 and num_masked(1.0, 216) == 216
     with pytest.raises(ConfigError, match="rounding"):

@@ -12,9 +12,21 @@ from medmim.registry import METHODS
 from medmim.types import TrainContext
 
 #: Swin: inputs divisible by 32; at 32^3 the stage-3 masking grid is 2^3 (stage 2: 4^3).
-TINY_SWIN: dict[str, Any] = {"name": "swin", "embed_dim": 12, "depths": [1, 1, 1, 1], "num_heads": [3, 3, 3, 3]}
+TINY_SWIN: dict[str, Any] = {
+    "name": "swin",
+    "embed_dim": 12,
+    "depths": [1, 1, 1, 1],
+    "num_heads": [3, 3, 3, 3],
+}
 #: ViT with 8^3 patches: a 4^3 grid at 32^3.
-TINY_VIT: dict[str, Any] = {"name": "vit", "embed_dim": 24, "depth": 2, "num_heads": 2, "patch_size": 8, "pos_grid": [4, 4, 4]}
+TINY_VIT: dict[str, Any] = {
+    "name": "vit",
+    "embed_dim": 24,
+    "depth": 2,
+    "num_heads": 2,
+    "patch_size": 8,
+    "pos_grid": [4, 4, 4],
+}
 TINY_HEAD: dict[str, Any] = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 #: the backbone each method is tested on (a new method must be added here).
 BACKBONE_OF: dict[str, dict[str, Any]] = {
@@ -28,9 +40,25 @@ BACKBONE_OF: dict[str, dict[str, Any]] = {
 CONTEXT = TrainContext(steps_per_epoch=10, total_steps=100, in_channels=1, crop_size=(32, 32, 32))
 
 #: PUMIT: a tiny tokenizer (stage 1) and universal ViT (stage 2); 16 x 32 x 32 inputs, 1 x 2 x 2 tokens.
-PUMIT_TOKENIZER: dict[str, Any] = {"name": "soft_vq_tokenizer", "channels": [8, 8, 16], "codebook_size": 32, "embed_dim": 8}
-PUMIT_TOKENIZER_OPTS: dict[str, Any] = {"perceptual_weight": 0.0, "disc_channels": [8, 8], "disc_groups": 4, "disc_warmup_steps": 2}
-PUMIT_VIT: dict[str, Any] = {"name": "universal_vit", "embed_dim": 24, "depth": 2, "num_heads": 2, "pos_embed_shape": [1, 2, 2]}
+PUMIT_TOKENIZER: dict[str, Any] = {
+    "name": "soft_vq_tokenizer",
+    "channels": [8, 8, 16],
+    "codebook_size": 32,
+    "embed_dim": 8,
+}
+PUMIT_TOKENIZER_OPTS: dict[str, Any] = {
+    "perceptual_weight": 0.0,
+    "disc_channels": [8, 8],
+    "disc_groups": 4,
+    "disc_warmup_steps": 2,
+}
+PUMIT_VIT: dict[str, Any] = {
+    "name": "universal_vit",
+    "embed_dim": 24,
+    "depth": 2,
+    "num_heads": 2,
+    "pos_embed_shape": [1, 2, 2],
+}
 
 
 def write_pumit_tokenizer(path: Any) -> str:
@@ -47,9 +75,14 @@ def write_pumit_tokenizer(path: Any) -> str:
 def build_pumit(name: str, tokenizer: str) -> PretrainMethod:
     """`pumit_tokenizer` or `pumit_mim` (on the stage-1 checkpoint `tokenizer`), tiny."""
     if name == "pumit_tokenizer":
-        return METHODS.build({"name": name, **PUMIT_TOKENIZER_OPTS}, backbone=dict(PUMIT_TOKENIZER),
-                             context=TrainContext(total_steps=40))
-    return METHODS.build({"name": name, "tokenizer": tokenizer}, backbone=dict(PUMIT_VIT), context=CONTEXT)
+        return METHODS.build(
+            {"name": name, **PUMIT_TOKENIZER_OPTS},
+            backbone=dict(PUMIT_TOKENIZER),
+            context=TrainContext(total_steps=40),
+        )
+    return METHODS.build(
+        {"name": name, "tokenizer": tokenizer}, backbone=dict(PUMIT_VIT), context=CONTEXT
+    )
 
 
 def make_pumit_batch(batch_size: int = 2) -> dict[str, Any]:
@@ -57,7 +90,9 @@ def make_pumit_batch(batch_size: int = 2) -> dict[str, Any]:
     axes = [torch.linspace(-1, 1, n) for n in (16, 32, 32)]
     z, y, x = torch.meshgrid(*axes, indexing="ij")
     radius = (z**2 + y**2 + x**2).sqrt()
-    vol = torch.stack([torch.sigmoid(8 * (0.6 + 0.1 * i - radius)) for i in range(batch_size)])[:, None]
+    vol = torch.stack([torch.sigmoid(8 * (0.6 + 0.1 * i - radius)) for i in range(batch_size)])[
+        :, None
+    ]
     return {"views": [vol, vol.flip(-1)], "index": torch.arange(batch_size)}
 
 

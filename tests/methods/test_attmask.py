@@ -23,12 +23,23 @@ def record(method):
 def test_default_masker_is_attmask_hint() -> None:
     masker = build("attmask").masker
     assert isinstance(masker, HighAttentionMasker)
-    assert (masker.hints, masker.hint_ratio, masker.ratio_range, masker.masking_prob, masker.rounding) == (
-        "code", 0.1, (0.1, 0.5), 0.5, "floor")
+    assert (
+        masker.hints,
+        masker.hint_ratio,
+        masker.ratio_range,
+        masker.masking_prob,
+        masker.rounding,
+    ) == ("code", 0.1, (0.1, 0.5), 0.5, "floor")
 
 
 def test_masks_are_the_top_of_the_teachers_attention_on_the_clean_view() -> None:
-    spec = {"name": "attention_high", "ratio": 0.5, "hints": "code", "hint_ratio": 0.1, "rounding": "floor"}
+    spec = {
+        "name": "attention_high",
+        "ratio": 0.5,
+        "hints": "code",
+        "hint_ratio": 0.1,
+        "rounding": "floor",
+    }
     method = build("attmask", masker=spec)
     out, batch = record(method)
     teacher, masker = method.teacher_features, method.masker

@@ -26,7 +26,9 @@ def test_fixed_ratio_blocks_are_exact_per_sample_and_view_and_the_teacher_is_cle
     assert mask.shape == (4, 64) and mask.sum(1).tolist() == [int(0.4 * 64)] * 4
     assert len({tuple(r.tolist()) for r in mask}) == 4
     assert len(method.teacher_features.args) == 1
-    assert out.loss.item() == pytest.approx(float(out.logs["loss/cls"] + out.logs["loss/patch"]), rel=1e-5)
+    assert out.loss.item() == pytest.approx(
+        float(out.logs["loss/cls"] + out.logs["loss/patch"]), rel=1e-5
+    )
 
 
 def test_drawn_ratios_are_zero_or_in_range() -> None:

@@ -11,7 +11,9 @@ from medmim.methods.base import LOSS_KINDS
 from medmim.registry import METHODS
 from medmim.types import TrainContext
 
-PACKAGE_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")]
+PACKAGE_METHODS = [
+    n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")
+]
 DISTILLATION = [n for n in PACKAGE_METHODS if not n.startswith("pumit")]
 
 
@@ -37,5 +39,7 @@ def test_every_logged_term_is_declared(name: str) -> None:
 def test_pumit_terms_are_declared(tokenizer_ckpt) -> None:  # noqa: F811
     tokenizer = _tokenizer_method()
     assert logged_terms(tokenizer(_batch(), step=0).logs) <= set(tokenizer.loss_terms)
-    mim = METHODS.build({"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext())
+    mim = METHODS.build(
+        {"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext()
+    )
     assert logged_terms(mim(_batch(), step=0).logs) <= set(mim.loss_terms)

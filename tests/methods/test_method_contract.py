@@ -39,15 +39,21 @@ from medmim.train.config import RunConfig
 from medmim.types import StepOutput, TrainContext
 
 # The package's own methods only: other test modules may register toy methods in the same session.
-ALL_METHODS = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")]
+ALL_METHODS = [
+    n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medmim.methods.")
+]
 #: the self-distillation methods (see the module docstring for why PUMIT's are not among them).
 METHOD_NAMES = [n for n in ALL_METHODS if issubclass(METHODS.get(n), SelfDistillation)]
 PUMIT_METHODS = ["pumit_tokenizer", "pumit_mim"]
 
 
 def test_every_method_has_a_tiny_backbone_and_both_presets() -> None:
-    assert sorted(BACKBONE_OF) == sorted(METHOD_NAMES), "add the new method to method_helpers.BACKBONE_OF"
-    assert sorted(ALL_METHODS) == sorted([*METHOD_NAMES, *PUMIT_METHODS]), "a new method joins a family here"
+    assert sorted(BACKBONE_OF) == sorted(METHOD_NAMES), (
+        "add the new method to method_helpers.BACKBONE_OF"
+    )
+    assert sorted(ALL_METHODS) == sorted([*METHOD_NAMES, *PUMIT_METHODS]), (
+        "a new method joins a family here"
+    )
     for name in ALL_METHODS:
         assert name in list_presets() and f"{name}_demo" in list_presets(), name
 
@@ -98,7 +104,9 @@ def test_one_step_contract(name: str) -> None:
     losses = {k: float(v) for k, v in out.logs.items() if k.startswith("loss/")}
     assert losses and all(math.isfinite(v) for v in losses.values())
     assert {"mask/ratio", "teacher/momentum", "teacher/temp"} <= set(out.logs)
-    assert out.logs["teacher/momentum"] == pytest.approx(0.996) and out.logs["teacher/temp"] == pytest.approx(0.04)
+    assert out.logs["teacher/momentum"] == pytest.approx(0.996) and out.logs[
+        "teacher/temp"
+    ] == pytest.approx(0.04)
     assert {"view", "mask"} <= set(out.visuals)
     for key, vol in out.visuals.items():
         assert vol.shape == (32, 32, 32) and not vol.requires_grad, key
@@ -107,7 +115,9 @@ def test_one_step_contract(name: str) -> None:
     # gradients reach the student only; the teacher holds no trainable parameter
     teacher = list(method.teacher.parameters())
     assert teacher and all(not p.requires_grad and p.grad is None for p in teacher)
-    student_grads = [p.grad for n, p in method.student.named_parameters() if n.startswith("backbone.")]
+    student_grads = [
+        p.grad for n, p in method.student.named_parameters() if n.startswith("backbone.")
+    ]
     assert any(g is not None and g.abs().sum() > 0 for g in student_grads)
     assert method.encoder is method.student["backbone"]
     assert BACKBONES.build(method.encoder_config()).config == method.encoder.config
@@ -136,8 +146,12 @@ def test_teacher_is_a_copy_at_step_0_then_follows_the_ema(name: str) -> None:
 def test_the_heads_last_layers_are_frozen_for_the_first_steps(name: str) -> None:
     """`frozen_parameters(step)`: every student parameter of a head's last layer (those DINO
     finds by the name "last_layer") before `freeze_last_layer_steps`, nothing after."""
-    context = TrainContext(steps_per_epoch=10, total_steps=100, crop_size=(32, 32, 32), freeze_last_layer_steps=10)
-    method = METHODS.build({"name": name, **TINY_HEAD}, backbone=dict(BACKBONE_OF[name]), context=context)
+    context = TrainContext(
+        steps_per_epoch=10, total_steps=100, crop_size=(32, 32, 32), freeze_last_layer_steps=10
+    )
+    method = METHODS.build(
+        {"name": name, **TINY_HEAD}, backbone=dict(BACKBONE_OF[name]), context=context
+    )
     by_name = {id(p) for n, p in method.student.named_parameters() if "last_layer" in n}
     frozen = method.frozen_parameters(9)
     assert by_name and {id(p) for p in frozen} == by_name and len(frozen) == len(by_name)
@@ -190,8 +204,13 @@ def test_bad_batches_and_options_fail_clearly(name: str) -> None:
 
 TINY_MODEL = {
     "swin": ["model.embed_dim=12", "model.depths=[1,1,1,1]", "model.num_heads=[3,3,3,3]"],
-    "vit": ["model.embed_dim=24", "model.depth=2", "model.num_heads=2", "model.patch_size=8",
-            "model.pos_grid=[4,4,4]"],
+    "vit": [
+        "model.embed_dim=24",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.patch_size=8",
+        "model.pos_grid=[4,4,4]",
+    ],
 }
 
 
@@ -199,9 +218,15 @@ TINY_MODEL = {
 def test_every_preset_builds_and_takes_one_step(preset: str) -> None:
     cfg = load_config(preset, schema=RunConfig)
     family = "vit" if str(cfg.model.name).startswith("vit") else "swin"
-    tiny = [*TINY_MODEL[family], "data.crop_size=[32,32,32]", *(f"method.{k}={v}" for k, v in TINY_HEAD.items())]
+    tiny = [
+        *TINY_MODEL[family],
+        "data.crop_size=[32,32,32]",
+        *(f"method.{k}={v}" for k, v in TINY_HEAD.items()),
+    ]
     cfg = load_config(preset, tiny, schema=RunConfig)
-    context = TrainContext(steps_per_epoch=5, total_steps=5 * int(cfg.train.epochs), crop_size=(32, 32, 32))
+    context = TrainContext(
+        steps_per_epoch=5, total_steps=5 * int(cfg.train.epochs), crop_size=(32, 32, 32)
+    )
     method = METHODS.build(to_dict(cfg.method), backbone=to_dict(cfg.model), context=context)
     assert method.method_name == cfg.method.name
     out = method(make_batch(), step=0)
@@ -228,7 +253,9 @@ def test_masked_only_student_patch_head_matches_the_full_patch_loss() -> None:
     full = loss.patch_loss(
         list(head(s["patch"], tokens="patch").chunk(2)),
         list(method.teacher["head"](t["patch"], tokens="patch").chunk(2)),
-        list(mask.chunk(2)), step=0, update_center=False,
+        list(mask.chunk(2)),
+        step=0,
+        update_center=False,
     )
     fast = method.patch_distillation("patch", "head", s["patch"], t["patch"], mask, 2, step=0)
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)

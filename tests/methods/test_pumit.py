@@ -115,7 +115,9 @@ def test_mim_method_one_step_and_frozen_tokenizer(tokenizer_ckpt) -> None:
     assert torch.isfinite(out.loss) and {"loss/mim", "mim/kl", "mim/accuracy", "mask/ratio"} <= set(
         out.logs
     )
-    assert float(out.logs["mask/ratio"]) == 3 / 4  # 4 - int(4 * 0.45) of a 1x2x2 grid (the code's count)
+    assert (
+        float(out.logs["mask/ratio"]) == 3 / 4
+    )  # 4 - int(4 * 0.45) of a 1x2x2 grid (the code's count)
     assert out.visuals["mask"].shape == (16, 32, 32)
     trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
     assert trainable == {"vit", "head"}
@@ -145,7 +147,9 @@ def test_pumit_steps_have_no_host_sync(tokenizer_ckpt) -> None:
     from host_sync import count_host_syncs
 
     tokenizer = _tokenizer_method(gan_weight=0.0)
-    mim = METHODS.build({"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext())
+    mim = METHODS.build(
+        {"name": "pumit_mim", "tokenizer": tokenizer_ckpt}, backbone=VIT, context=TrainContext()
+    )
     for method in (tokenizer, mim):
         method.train()
         method(_batch(), step=0).loss.backward()  # first call: lazy set-up
@@ -166,5 +170,9 @@ def test_mim_masks_as_many_patches_as_the_pumit_code() -> None:
     preset = load_config("pumit_mim", schema=RunConfig).method.masker
     for spec in (DEFAULT_MASKER, dict(preset)):
         masker = MASKERS.build(dict(spec))
-        assert masker((5, 10, 10), 2).mask.flatten(1).sum(1).tolist() == [500 - int(500 * (1 - 0.55))] * 2 == [276] * 2
+        assert (
+            masker((5, 10, 10), 2).mask.flatten(1).sum(1).tolist()
+            == [500 - int(500 * (1 - 0.55))] * 2
+            == [276] * 2
+        )
         assert masker((1, 10, 10), 1).mask.sum().item() == 100 - int(100 * (1 - 0.55)) == 56

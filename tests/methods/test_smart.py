@@ -82,7 +82,9 @@ def test_without_semantic_attention_masks_are_random_and_aitd_is_off() -> None:
     assert "cls" not in method.losses
     out, _, _, masker = run_recorded(method)
     assert masker.out.mask.flatten(1).sum(1).tolist() == [math.ceil(0.7 * N)] * 4
-    assert "loss/aitd" not in out.logs and "attn" not in out.visuals and "mask/hints" not in out.logs
+    assert (
+        "loss/aitd" not in out.logs and "attn" not in out.visuals and "mask/hints" not in out.logs
+    )
     assert {"loss/amip", "loss/ampd", "loss/gitd"} <= set(out.logs)
 
 
@@ -90,7 +92,11 @@ def test_switches_reach_the_backbone_and_the_masker() -> None:
     method = build("smart", backbone=STAGE2, gitd_stage=3, mask_ratio=0.5, hint_ratio=0.2)
     assert method.encoder.config["sa_stage"] == 2 and method.encoder.config["pool_stage"] == 3
     assert isinstance(method.masker, HighAttentionMasker)
-    assert (method.masker.ratio, method.masker.hint_ratio, method.masker.hints) == (0.5, 0.2, "paper")
+    assert (method.masker.ratio, method.masker.hint_ratio, method.masker.hints) == (
+        0.5,
+        0.2,
+        "paper",
+    )
     assert build("smart").encoder.config["pool_stage"] == 4  # GITD after stage 4 (paper)
     with pytest.raises(ConfigError, match="semantic_attention=false"):
         build("smart", backbone={**TINY_SWIN, "sa_depth": 0})
@@ -115,4 +121,6 @@ def test_teacher_temperature_warms_up_in_epochs() -> None:
     method = build("smart", teacher_temp_warmup_epochs=3)
     temps = [method(make_batch(), step=s).logs["teacher/temp"] for s in (0, 9, 10, 20, 29, 30, 50)]
     assert temps == pytest.approx([0.04, 0.04, 0.055, 0.07, 0.07, 0.07, 0.07])
-    assert method.momentum_at(0) == pytest.approx(0.996) and method.momentum_at(99) == pytest.approx(1.0)
+    assert method.momentum_at(0) == pytest.approx(0.996) and method.momentum_at(
+        99
+    ) == pytest.approx(1.0)

@@ -58,8 +58,12 @@ def test_mip_reads_only_masked_voxels() -> None:
     recon = out.visuals["recon"]
     assert recon.shape == (32, 32, 32)
     with torch.no_grad():
-        pred = method.student["mip"](method.student["backbone"](x, method.masker.out.mask)["bottleneck"])
+        pred = method.student["mip"](
+            method.student["backbone"](x, method.masker.out.mask)["bottleneck"]
+        )
     target = torch.where(voxels, x, torch.full_like(x, 7.0))
     loss_a = method.l1(pred, x, voxels)
     loss_b = method.l1(pred, target, voxels)
-    assert loss_a.item() == pytest.approx(loss_b.item()) and loss_a.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert loss_a.item() == pytest.approx(loss_b.item()) and loss_a.item() == pytest.approx(
+        out.loss.item(), rel=1e-5
+    )

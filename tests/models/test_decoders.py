@@ -16,8 +16,14 @@ from medmim.models.decoders import (
 from medmim.registry import BACKBONES, DECODERS
 
 TINY_SWIN = {"name": "swin", "embed_dim": 12, "depths": [2, 1, 1, 1], "num_heads": [3, 3, 3, 3]}
-TINY_VIT = {"name": "vit", "embed_dim": 24, "depth": 4, "num_heads": 2, "patch_size": 8,
-            "pos_grid": [4, 4, 4]}
+TINY_VIT = {
+    "name": "vit",
+    "embed_dim": 24,
+    "depth": 4,
+    "num_heads": 2,
+    "patch_size": 8,
+    "pos_grid": [4, 4, 4],
+}
 
 
 @pytest.mark.slow

@@ -18,12 +18,16 @@ def draws() -> tuple:
     return random.random(), random.gauss(0, 1), float(np.random.rand()), torch.rand(3).tolist()
 
 
-@pytest.mark.parametrize(("fault", "expected", "match"), [
-    (OSError(28, "No space left on device"), ck.DiskFullError, "no space left on"),
-    (KeyboardInterrupt(), KeyboardInterrupt, ""),  # a second Ctrl-C during the write
-])
-def test_atomic_save_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkeypatch, fault, expected,
-                                                          match) -> None:
+@pytest.mark.parametrize(
+    ("fault", "expected", "match"),
+    [
+        (OSError(28, "No space left on device"), ck.DiskFullError, "no space left on"),
+        (KeyboardInterrupt(), KeyboardInterrupt, ""),  # a second Ctrl-C during the write
+    ],
+)
+def test_atomic_save_failure_mid_write_keeps_the_old_file(
+    tmp_path: Path, monkeypatch, fault, expected, match
+) -> None:
     path = tmp_path / "last.ckpt"
     ck.atomic_save({"step": 1, "w": torch.ones(3)}, path)
     real_save = torch.save
@@ -43,8 +47,12 @@ def test_atomic_save_failure_mid_write_keeps_the_old_file(tmp_path: Path, monkey
 
 
 def test_stale_temp_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
-    writer = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                            capture_output=True, text=True, check=True)  # a writer that is gone
+    writer = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # a writer that is gone
     (tmp_path / f".last.ckpt.tmp-{int(writer.stdout)}").write_bytes(b"half")
     ck.atomic_save({"step": 3}, tmp_path / "last.ckpt")
     ck.remove_stale_temps(tmp_path)
@@ -91,7 +99,9 @@ def test_init_encoder_from_checkpoint_and_exported_dir(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
     save_file(state, str(export / "encoder.safetensors"))
-    (export / "encoder.json").write_text(json.dumps({"backbone": source.encoder.config}), encoding="utf-8")
+    (export / "encoder.json").write_text(
+        json.dumps({"backbone": source.encoder.config}), encoding="utf-8"
+    )
     for path in (tmp_path / "a.ckpt", export):
         target = ToyAutoencoder({"name": "toy_encoder", "dim": 8})
         ck.init_encoder_from(target, path)
@@ -102,15 +112,22 @@ def test_init_encoder_from_checkpoint_and_exported_dir(tmp_path: Path) -> None:
 
 def test_init_encoder_from_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     source = ToyAutoencoder({"name": "toy_encoder", "dim": 8})
-    ck.atomic_save({"encoder": source.encoder.state_dict(), "encoder_config": source.encoder.config},
-                   tmp_path / "a.ckpt")
+    ck.atomic_save(
+        {"encoder": source.encoder.state_dict(), "encoder_config": source.encoder.config},
+        tmp_path / "a.ckpt",
+    )
     wider = ToyAutoencoder({"name": "toy_encoder", "dim": 16})
-    with pytest.raises(ConfigError, match=r"a.ckpt: .* 8 of another shape \[.pos_embed \(1, 8, 4, 4, 4\) \(here \(1, 16, 4, 4, 4\)\).*saved from backbone .*'dim': 8"):
+    with pytest.raises(
+        ConfigError,
+        match=r"a.ckpt: .* 8 of another shape \[.pos_embed \(1, 8, 4, 4, 4\) \(here \(1, 16, 4, 4, 4\)\).*saved from backbone .*'dim': 8",
+    ):
         ck.init_encoder_from(wider, tmp_path / "a.ckpt")
     state = source.encoder.state_dict()
     state["extra.weight"] = state.pop("mix.weight")
     ck.atomic_save({"encoder": state}, tmp_path / "b.ckpt")
-    with pytest.raises(ConfigError, match=r"1 missing \['mix.weight'\], 1 unexpected \['extra.weight'\]"):
+    with pytest.raises(
+        ConfigError, match=r"1 missing \['mix.weight'\], 1 unexpected \['extra.weight'\]"
+    ):
         ck.init_encoder_from(source, tmp_path / "b.ckpt")
     with pytest.raises(ConfigError, match="neither encoder.safetensors"):
         ck.init_encoder_from(source, tmp_path)

@@ -15,8 +15,11 @@ STEPS = [1, *range(10, TOTAL + 1, 10)]
 
 
 def rows(
-    entropy: Callable[[float], float], cos_batch: float = 0.3, cos_views: float = 0.8,
-    ce: Callable[[float], float] = lambda t: 0.7 * LN_K, families_: tuple[str, ...] = ("patch", "cls"),
+    entropy: Callable[[float], float],
+    cos_batch: float = 0.3,
+    cos_views: float = 0.8,
+    ce: Callable[[float], float] = lambda t: 0.7 * LN_K,
+    families_: tuple[str, ...] = ("patch", "cls"),
 ) -> list[dict[str, float]]:
     """Logged rows of a TOTAL-step run; entropy and CE are functions of the run fraction t."""
     out = []
@@ -24,8 +27,11 @@ def rows(
         t = step / TOTAL
         row = {"loss": 3.0, "distill/ln_k": LN_K}
         for f in families_:
-            row |= {f"teacher/entropy/{f}": entropy(t), f"distill/ce/{f}": ce(t),
-                    f"teacher/cos_batch/{f}": cos_batch}
+            row |= {
+                f"teacher/entropy/{f}": entropy(t),
+                f"distill/ce/{f}": ce(t),
+                f"teacher/cos_batch/{f}": cos_batch,
+            }
             if f != "patch":
                 row[f"teacher/cos_views/{f}"] = cos_views
         out.append(row)
@@ -34,7 +40,9 @@ def rows(
 
 def messages(table: list[dict[str, float]]) -> list[tuple[int, str]]:
     check = HealthCheck(TOTAL)
-    return [(step, m) for step, row in zip(STEPS, table, strict=True) for m in check.update(step, row)]
+    return [
+        (step, m) for step, row in zip(STEPS, table, strict=True) for m in check.update(step, row)
+    ]
 
 
 def learning(t: float) -> float:
@@ -55,11 +63,23 @@ def test_silent_on_a_learning_run() -> None:
 
 def test_warns_once_per_family_on_a_uniform_teacher() -> None:
     found = messages(rows(lambda t: 0.999, cos_batch=0.995, ce=lambda t: LN_K))
-    assert [step for step, _ in found] == [400, 400]  # a fifth past the first fifth, once per family
+    assert [step for step, _ in found] == [
+        400,
+        400,
+    ]  # a fifth past the first fifth, once per family
     patch = next(m for _, m in found if "'patch'" in m)
-    assert patch.startswith("step 400: distillation health: the teacher's 'patch' targets have been near uniform")
-    for knob in ("optim.lr_scaling=linear", "optim.base_lr", "data.views=shared", "method.teacher_temp",
-                 "method.warmup_teacher_temp", "method.momentum_start", "method.centering=sinkhorn"):
+    assert patch.startswith(
+        "step 400: distillation health: the teacher's 'patch' targets have been near uniform"
+    )
+    for knob in (
+        "optim.lr_scaling=linear",
+        "optim.base_lr",
+        "data.views=shared",
+        "method.teacher_temp",
+        "method.warmup_teacher_temp",
+        "method.momentum_start",
+        "method.centering=sinkhorn",
+    ):
         assert knob in patch
     assert "same output (cos_batch 0.995)" in patch
     assert summarize(rows(lambda t: 0.999))["cls"].verdict == "uniform"
@@ -93,7 +113,10 @@ def test_ce_above_ln_k_is_flagged_once() -> None:
     assert len(found) == 1
     step, text = found[0]
     assert step == 290  # ten rows logged past a fifth of the run (200, 210, ..., 290)
-    assert text.startswith("step 290: distillation health: the 'cls' distillation CE") and "above ln K" in text
+    assert (
+        text.startswith("step 290: distillation health: the 'cls' distillation CE")
+        and "above ln K" in text
+    )
     assert summarize(table)["cls"].ce_above_ln_k
     assert messages(rows(learning, ce=lambda t: 1.01 * LN_K)) == []  # within the 2% margin
 
@@ -101,12 +124,15 @@ def test_ce_above_ln_k_is_flagged_once() -> None:
 def test_summary_of_old_runs_and_helpers(tmp_path) -> None:
     old = [{"step": s, "loss": 1.0, "teacher/entropy/itd": 0.99} for s in (1, 2, 3)]
     (tmp_path / "metrics.jsonl").write_text(
-        "".join(f'{{"step": {r["step"]}, "teacher/entropy/itd": 0.99}}\n' for r in old) + '{"step": 4, "te',
-        encoding="utf-8")
+        "".join(f'{{"step": {r["step"]}, "teacher/entropy/itd": 0.99}}\n' for r in old)
+        + '{"step": 4, "te',
+        encoding="utf-8",
+    )
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
     summary = summarize(old, ln_k=5.0)["itd"]
     assert (summary.verdict, summary.ln_k, summary.ce_end) == ("uniform", 5.0, None)
     assert summarize([{"step": 1, "loss": 2.0}]) == {}
-    assert families(["distill/ln_k", "distill/ce/patch", "teacher/entropy/cls", "teacher/cos_batch/patch"]) == [
-        "patch", "cls"]
+    assert families(
+        ["distill/ln_k", "distill/ce/patch", "teacher/entropy/cls", "teacher/cos_batch/patch"]
+    ) == ["patch", "cls"]
     assert verdict(None, 0.999) == "unknown" and verdict(0.3, 0.5) == "learning"

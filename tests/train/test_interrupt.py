@@ -18,7 +18,7 @@ from medmim.train.interrupt import RunInterrupted
 from medmim.train.loop import pretrain
 
 ARGS = ("train.ckpt_every=100", "train.log_every=1", "train.max_steps=16")
-SCRIPT = '''
+SCRIPT = """
 import sys
 sys.path.insert(0, {toy_dir!r})
 import torch
@@ -31,7 +31,7 @@ try:
 except RunInterrupted as exc:
     print("interrupted", exc.step, flush=True)
     sys.exit(exc.exit_code)
-'''
+"""
 
 
 def _rows(run: Path) -> int:
@@ -44,10 +44,17 @@ def _rows(run: Path) -> int:
 def test_signal_saves_and_the_run_resumes_exactly(tmp_path: Path, sig: int, code: int) -> None:
     root = tmp_path / "runs"
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)), encoding="utf-8")
+    script.write_text(
+        SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)), encoding="utf-8"
+    )
     env = {**os.environ, "TOY_STEP_SLEEP": "0.3", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), "name=sig", *ARGS], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "name=sig", *ARGS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while _rows(root / "sig") < 3:  # no checkpoint has been written yet (ckpt_every=100)
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
@@ -57,7 +64,9 @@ def test_signal_saves_and_the_run_resumes_exactly(tmp_path: Path, sig: int, code
     assert proc.returncode == code, out
     ckpt = torch.load(root / "sig" / "checkpoints" / "last.ckpt", weights_only=True)
     assert 3 <= ckpt["step"] < 16 and f"interrupted {ckpt['step']}" in out
-    assert "received: finishing this step and saving last.ckpt" in (root / "sig" / "train.log").read_text(encoding="utf-8")
+    assert "received: finishing this step and saving last.ckpt" in (
+        root / "sig" / "train.log"
+    ).read_text(encoding="utf-8")
 
     resumed = pretrain(toy_config(root, "name=sig", "resume=true", *ARGS), dataset=ToyVolumes())
     straight = pretrain(toy_config(root, "name=straight", *ARGS), dataset=ToyVolumes())
@@ -69,13 +78,17 @@ def test_signal_saves_and_the_run_resumes_exactly(tmp_path: Path, sig: int, code
 
 def test_exit_codes_and_message() -> None:
     exc = RunInterrupted(signal.SIGTERM, 7, Path("runs/x/checkpoints/last.ckpt"))
-    assert exc.exit_code == 143 and "SIGTERM at step 7; saved runs/x/checkpoints/last.ckpt" in str(exc)
+    assert exc.exit_code == 143 and "SIGTERM at step 7; saved runs/x/checkpoints/last.ckpt" in str(
+        exc
+    )
     assert RunInterrupted(signal.SIGINT, 1, Path("c")).exit_code == 130
 
 
 def test_resume_command_drops_an_old_resume_flag(monkeypatch) -> None:
     from medmim.cli.pretrain import resume_command
 
-    monkeypatch.setattr(sys, "argv", ["medmim", "pretrain", "--config", "smart_demo", "name=a b", "resume=false"])
+    monkeypatch.setattr(
+        sys, "argv", ["medmim", "pretrain", "--config", "smart_demo", "name=a b", "resume=false"]
+    )
     assert resume_command() == "medmim pretrain --config smart_demo 'name=a b' resume=true"
     assert json.dumps(resume_command())  # a plain string

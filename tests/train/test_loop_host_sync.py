@@ -44,7 +44,7 @@ def step_syncs(monkeypatch: pytest.MonkeyPatch) -> dict[bool, list[list[str]]]:
             self.mark = len(self.calls)
 
         def __exit__(self, *exc):
-            del self.calls[self.mark:]
+            del self.calls[self.mark :]
 
     paused = Paused()
     monkeypatch.setattr(loop, "_train_step", counted)
@@ -52,8 +52,10 @@ def step_syncs(monkeypatch: pytest.MonkeyPatch) -> dict[bool, list[list[str]]]:
 
 
 def test_no_host_sync_outside_check_steps(tmp_path: Path, step_syncs) -> None:
-    loop.pretrain(toy_config(tmp_path, "train.log_every=5", "train.ckpt_every=100", "train.max_steps=10"),
-                  dataset=ToyVolumes())
+    loop.pretrain(
+        toy_config(tmp_path, "train.log_every=5", "train.ckpt_every=100", "train.max_steps=10"),
+        dataset=ToyVolumes(),
+    )
     assert len(step_syncs[False]) == 7 and len(step_syncs[True]) == 3  # steps 1, 5, 10 check
     assert step_syncs[False] == [[]] * 7, step_syncs[False]
     assert all(calls for calls in step_syncs[True])  # the counter sees the check steps' reads

@@ -24,12 +24,21 @@ def toy() -> ToyAutoencoder:
 def test_param_groups_exclude_norms_biases_and_tokens() -> None:
     decay, no_decay = param_groups(toy(), OptimConfig().no_decay_keys)
     assert decay["names"] == [
-        "student.patch_embed.weight", "student.mix.weight", "head.proj.weight",
-        "head.last_layer.weight", "decoder.weight",
+        "student.patch_embed.weight",
+        "student.mix.weight",
+        "head.proj.weight",
+        "head.last_layer.weight",
+        "decoder.weight",
     ]
     assert set(no_decay["names"]) == {
-        "student.patch_embed.bias", "student.pos_embed", "student.mask_token", "student.norm.weight",
-        "student.norm.bias", "student.mix.bias", "head.proj.bias", "head.last_layer.bias",
+        "student.patch_embed.bias",
+        "student.pos_embed",
+        "student.mask_token",
+        "student.norm.weight",
+        "student.norm.bias",
+        "student.mix.bias",
+        "head.proj.bias",
+        "head.last_layer.bias",
         "decoder.bias",
     }
     assert not any(n.startswith("teacher.") for n in decay["names"] + no_decay["names"])
@@ -45,7 +54,9 @@ def test_param_groups_honour_no_weight_decay_and_keys() -> None:
 
 
 def test_schedule_from_config_and_apply() -> None:
-    cfg = OmegaConf.structured(OptimConfig(lr=1e-3, min_lr=1e-5, warmup_epochs=2, freeze_last_layer_epochs=0.5))
+    cfg = OmegaConf.structured(
+        OptimConfig(lr=1e-3, min_lr=1e-5, warmup_epochs=2, freeze_last_layer_epochs=0.5)
+    )
     s = Schedule.from_config(cfg, steps_per_epoch=10, total_steps=100)
     assert s.warmup_steps == 20
     assert s.lr_at(0) == 0.0 and math.isclose(s.lr_at(10), 5e-4) and s.lr_at(20) == 1e-3
@@ -65,7 +76,9 @@ def test_warmup_steps_overrides_warmup_epochs() -> None:
     from medmim.errors import ConfigError
     from medmim.train.session import resolve_config
 
-    with pytest.raises(ConfigError, match=r"optim.warmup_steps: -1 is too small; use an integer >= 0"):
+    with pytest.raises(
+        ConfigError, match=r"optim.warmup_steps: -1 is too small; use an integer >= 0"
+    ):
         resolve_config({"optim": {"warmup_steps": -1}})
     assert resolve_config({"optim": {"warmup_steps": 0}}).optim.warmup_steps == 0
 
@@ -76,7 +89,10 @@ def test_frozen_parameters_without_gradients_keep_their_values_under_adamw() -> 
     opt = build_optimizer(method, OmegaConf.structured(OptimConfig()))
     apply_schedule(opt, 0.1, 0.5)
     before = {n: p.detach().clone() for n, p in method.named_parameters()}
-    batch = {"views": [torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)], "index": torch.arange(2)}
+    batch = {
+        "views": [torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)],
+        "index": torch.arange(2),
+    }
     method(batch, 0).loss.backward()
     assert not method.frozen_parameters(1) and len(method.frozen_parameters(0)) == 2
     for p in method.frozen_parameters(0):  # what the loop does
@@ -94,7 +110,9 @@ def test_clip_gradients_global_and_per_param() -> None:
     a.grad, b.grad = torch.full((4,), 3.0), torch.full((3,), 0.1)  # norms 6 and ~0.173
     total = clip_gradients([a, b], 1.0, "per_param")
     assert math.isclose(float(total), math.sqrt(36 + 0.03), rel_tol=1e-6)
-    assert math.isclose(float(a.grad.norm()), 1.0, rel_tol=1e-5) and torch.allclose(b.grad, torch.full((3,), 0.1))
+    assert math.isclose(float(a.grad.norm()), 1.0, rel_tol=1e-5) and torch.allclose(
+        b.grad, torch.full((3,), 0.1)
+    )
     a.grad, b.grad = torch.full((4,), 3.0), torch.full((3,), 0.1)
     clip_gradients([a, b], 1.0, "global")
     assert math.isclose(float(torch.cat([a.grad, b.grad]).norm()), 1.0, rel_tol=1e-5)

@@ -20,17 +20,30 @@ TIMING = ("time/step_s", "speed/samples_per_s")
 
 
 def metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def kill_at_step_10(tmp_path: Path, root: Path) -> subprocess.Popen:
     """Start the toy run in a subprocess; it blocks at step 10 (last checkpoint: step 8)."""
     marker = tmp_path / "at-step-10"
-    env = {**os.environ, "TOY_HANG_AT_STEP": "10", "TOY_HANG_MARKER": str(marker), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "TOY_HANG_AT_STEP": "10",
+        "TOY_HANG_MARKER": str(marker),
+        "OMP_NUM_THREADS": "1",
+    }
     script = write_script(tmp_path, root)
-    proc = subprocess.Popen([sys.executable, str(script), "name=killed", *ARGS], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "name=killed", *ARGS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not marker.exists():
         if proc.poll() is not None:
@@ -76,14 +89,25 @@ def test_corrupt_last_ckpt_falls_back_to_the_newest_kept_copy(tmp_path: Path, ca
     import logging
 
     root = tmp_path / "runs"
-    first = pretrain(toy_config(root, "name=r", "train.max_steps=8", "train.keep_every=4", "train.ckpt_every=4"),
-                     dataset=ToyVolumes())
+    first = pretrain(
+        toy_config(root, "name=r", "train.max_steps=8", "train.keep_every=4", "train.ckpt_every=4"),
+        dataset=ToyVolumes(),
+    )
     ckpts = first / "checkpoints"
     (ckpts / "last.ckpt").write_bytes(b"truncated")  # a broken write or disk
     (ckpts / "step-000008.ckpt").write_bytes(b"also broken")
     with caplog.at_level(logging.WARNING, logger="medmim.train"):
-        resumed = pretrain(toy_config(root, "name=r", "resume=true", "train.max_steps=8",
-                                      "train.keep_every=4", "train.ckpt_every=4"), dataset=ToyVolumes())
+        resumed = pretrain(
+            toy_config(
+                root,
+                "name=r",
+                "resume=true",
+                "train.max_steps=8",
+                "train.keep_every=4",
+                "train.ckpt_every=4",
+            ),
+            dataset=ToyVolumes(),
+        )
     assert "resuming from the newest readable kept copy, step-000004.ckpt (step 4)" in caplog.text
     straight = pretrain(toy_config(root, "name=s", "train.max_steps=8"), dataset=ToyVolumes())
     a = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -97,8 +121,11 @@ def test_no_readable_checkpoint_is_a_named_error(tmp_path: Path) -> None:
     from medmim.train.checkpoint import load_resume_checkpoint
 
     (tmp_path / "last.ckpt").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(truncated, .*\) and there is "
-                                          r"no kept step-\*.ckpt copy"):
+    with pytest.raises(
+        ConfigError,
+        match=r"last.ckpt: not a readable medmim checkpoint \(truncated, .*\) and there is "
+        r"no kept step-\*.ckpt copy",
+    ):
         load_resume_checkpoint(tmp_path)
 
 
@@ -107,7 +134,9 @@ def test_a_checkpoint_without_its_method_is_not_resumed(tmp_path: Path) -> None:
     from medmim.train.checkpoint import load_resume_checkpoint
 
     torch.save({"step": 3, "optimizer": {}}, tmp_path / "last.ckpt")
-    with pytest.raises(ConfigError, match=r"last.ckpt: not a resumable medmim checkpoint \(no 'method'"):
+    with pytest.raises(
+        ConfigError, match=r"last.ckpt: not a resumable medmim checkpoint \(no 'method'"
+    ):
         load_resume_checkpoint(tmp_path)
 
 
@@ -116,5 +145,7 @@ def test_an_empty_checkpoint_says_so(tmp_path: Path) -> None:
     from medmim.train.checkpoint import load_checkpoint
 
     (tmp_path / "last.ckpt").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(an empty file"):
+    with pytest.raises(
+        ConfigError, match=r"last.ckpt: not a readable medmim checkpoint \(an empty file"
+    ):
         load_checkpoint(tmp_path / "last.ckpt")

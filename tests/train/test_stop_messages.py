@@ -36,20 +36,26 @@ def preset(tmp_path: Path) -> Path:
 def _stopping_with(exc: BaseException):
     def pretrain(cfg, *args, **kwargs):
         raise exc
+
     return pretrain
 
 
 def test_signal_exit_prints_the_resume_command(preset: Path, monkeypatch, capsys) -> None:
     run = preset.parent / "runs" / "sig"
-    monkeypatch.setattr(loop, "pretrain", _stopping_with(
-        RunInterrupted(signal.SIGTERM, 5, run / "checkpoints" / "last.ckpt")))
+    monkeypatch.setattr(
+        loop,
+        "pretrain",
+        _stopping_with(RunInterrupted(signal.SIGTERM, 5, run / "checkpoints" / "last.ckpt")),
+    )
     assert main(["pretrain", "--config", str(preset), "name=sig"]) == 143
     err = capsys.readouterr().err
     assert "SIGTERM at step 5; saved" in err
     assert f"Continue with:\n  medmim pretrain --resume {run}" in err
 
 
-def test_an_immediate_stop_says_whether_there_is_a_checkpoint(preset: Path, monkeypatch, capsys) -> None:
+def test_an_immediate_stop_says_whether_there_is_a_checkpoint(
+    preset: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setattr(loop, "pretrain", _stopping_with(KeyboardInterrupt()))
     assert main(["pretrain", "--config", str(preset), "name=k"]) == 130
     assert "no checkpoint was written yet, so run the same command again" in capsys.readouterr().err
@@ -63,8 +69,13 @@ def test_an_immediate_stop_says_whether_there_is_a_checkpoint(preset: Path, monk
 
 def test_a_full_disk_on_a_log_write_is_named(preset: Path, monkeypatch, capsys) -> None:
     run = preset.parent / "runs" / "full"
-    monkeypatch.setattr(loop, "pretrain", _stopping_with(
-        OSError(errno.ENOSPC, "No space left on device", str(run / "metrics.jsonl"))))
+    monkeypatch.setattr(
+        loop,
+        "pretrain",
+        _stopping_with(
+            OSError(errno.ENOSPC, "No space left on device", str(run / "metrics.jsonl"))
+        ),
+    )
     assert main(["pretrain", "--config", str(preset), "name=full"]) == 2
     err = capsys.readouterr().err
     assert f"stopped: no space left on {run}" in err and "metrics.jsonl" in err

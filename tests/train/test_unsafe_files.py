@@ -44,12 +44,15 @@ def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path: Path) -> None:
 def test_executable_yaml_is_refused_unrun(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     preset = tmp_path / "evil.yaml"
-    preset.write_text(f"name: x\noptim: !!python/object/apply:builtins.open ['{marker}', 'w']\n",
-                      encoding="utf-8")
+    preset.write_text(
+        f"name: x\noptim: !!python/object/apply:builtins.open ['{marker}', 'w']\n", encoding="utf-8"
+    )
     with pytest.raises(ConfigError, match=r"evil.yaml: cannot read YAML .*python/object"):
         load_config(preset)
     from omegaconf import OmegaConf
 
-    cfg = apply_overrides(OmegaConf.create({"a": 1}), [f"a=!!python/object/apply:builtins.open ['{marker}', 'w']"])
+    cfg = apply_overrides(
+        OmegaConf.create({"a": 1}), [f"a=!!python/object/apply:builtins.open ['{marker}', 'w']"]
+    )
     assert isinstance(cfg.a, str)  # an override value that is not safe YAML stays text
     assert not marker.exists()

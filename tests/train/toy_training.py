@@ -33,10 +33,22 @@ from medmim.types import StepOutput, TrainContext
 class ToyEncoder(nn.Module):
     """Patch-embedding conv + position embedding + mask token + GroupNorm + 1x1 conv."""
 
-    def __init__(self, name: str = "toy_encoder", in_channels: int = 1, dim: int = 8,
-                 patch: int = 4, size: int = 16) -> None:
+    def __init__(
+        self,
+        name: str = "toy_encoder",
+        in_channels: int = 1,
+        dim: int = 8,
+        patch: int = 4,
+        size: int = 16,
+    ) -> None:
         super().__init__()
-        self.config = {"name": name, "in_channels": in_channels, "dim": dim, "patch": patch, "size": size}
+        self.config = {
+            "name": name,
+            "in_channels": in_channels,
+            "dim": dim,
+            "patch": patch,
+            "size": size,
+        }
         grid = size // patch
         self.patch_embed = nn.Conv3d(in_channels, dim, patch, patch)
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, dim, grid, grid, grid))
@@ -58,15 +70,25 @@ class ToyAutoencoder(PretrainMethod):
 
     method_name = "toy_ae"
 
-    def __init__(self, backbone: dict, context: TrainContext | None = None, mask_ratio: float = 0.5,
-                 random_ratio: bool = True, noise_std: float = 0.1, momentum: float = 0.9,
-                 center_momentum: float = 0.9, index_masks: bool = False,
-                 nan_at: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: dict,
+        context: TrainContext | None = None,
+        mask_ratio: float = 0.5,
+        random_ratio: bool = True,
+        noise_std: float = 0.1,
+        momentum: float = 0.9,
+        center_momentum: float = 0.9,
+        index_masks: bool = False,
+        nan_at: list[int] | None = None,
+    ) -> None:
         super().__init__(context)
         self.student = ToyEncoder(**backbone)
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         dim, patch = self.student.config["dim"], self.student.config["patch"]
-        self.head = nn.ModuleDict({"proj": nn.Conv3d(dim, dim, 1), "last_layer": nn.Linear(dim, dim)})
+        self.head = nn.ModuleDict(
+            {"proj": nn.Conv3d(dim, dim, 1), "last_layer": nn.Linear(dim, dim)}
+        )
         self.decoder = nn.ConvTranspose3d(dim, self.student.config["in_channels"], patch, patch)
         self.register_buffer("center", torch.zeros(dim))
         self.mask_ratio, self.random_ratio, self.noise_std = mask_ratio, random_ratio, noise_std
@@ -122,9 +144,19 @@ class ToyAutoencoder(PretrainMethod):
         loss = loss_rec + 0.1 * loss_dis
         if step in self.nan_at:
             loss = loss * float("nan")
-        visuals = {"view": batch["views"][0][0, 0], "mask": up[0, 0], "recon": recon[0, 0].detach(),
-                   "attn": F.interpolate(feats["bottleneck"].norm(dim=1, keepdim=True), size=x0.shape[2:])[0, 0].detach()}
-        return StepOutput(loss, {"loss/rec": loss_rec.detach(), "loss/dis": loss_dis.detach(), "mask/ratio": ratio}, visuals)
+        visuals = {
+            "view": batch["views"][0][0, 0],
+            "mask": up[0, 0],
+            "recon": recon[0, 0].detach(),
+            "attn": F.interpolate(feats["bottleneck"].norm(dim=1, keepdim=True), size=x0.shape[2:])[
+                0, 0
+            ].detach(),
+        }
+        return StepOutput(
+            loss,
+            {"loss/rec": loss_rec.detach(), "loss/dis": loss_dis.detach(), "mask/ratio": ratio},
+            visuals,
+        )
 
     def _update_center(self, target: torch.Tensor) -> None:
         mean = target.mean(0)
@@ -145,7 +177,9 @@ class ToyVolumes(Dataset):
     in_channels = 1
 
     def __init__(self, n: int = 16, size: int = 16, seed: int = 0) -> None:
-        self.base = torch.rand(n, 1, size, size, size, generator=torch.Generator().manual_seed(seed))
+        self.base = torch.rand(
+            n, 1, size, size, size, generator=torch.Generator().manual_seed(seed)
+        )
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -165,14 +199,19 @@ class ToyVolumes(Dataset):
 
 #: options that make the toy's randomness independent of how samples are split into batches
 #: (per-sample masks from (index, step), no noise, frozen center): for equivalence tests.
-EXACT = ("method.random_ratio=false", "method.noise_std=0", "method.center_momentum=1.0",
-         "method.index_masks=true")
+EXACT = (
+    "method.random_ratio=false",
+    "method.noise_std=0",
+    "method.center_momentum=1.0",
+    "method.index_masks=true",
+)
 
 
 def toy_config(root: Path, *overrides: str) -> Any:
     """A tiny run config under `root` (16 volumes of 16^3, batch 2: 8 steps per epoch)."""
     base = {
-        "name": "toy", "output_dir": str(root),
+        "name": "toy",
+        "output_dir": str(root),
         "model": {"name": "toy_encoder", "dim": 8},
         "method": {"name": "toy_ae"},
         "data": {"batch_size": 2, "crop_size": [16, 16, 16], "num_workers": 0},
@@ -187,7 +226,7 @@ def method_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["method"]
 
 
-SCRIPT = '''
+SCRIPT = """
 import sys
 sys.path.insert(0, {toy_dir!r})
 import torch
@@ -197,11 +236,13 @@ from medmim.train.loop import pretrain
 
 cfg = toy_config({root!r}, *sys.argv[1:])
 pretrain(cfg, dataset=ToyVolumes())
-'''
+"""
 
 
 def write_script(tmp_path: Path, root: Path) -> Path:
     """A script `python run_toy.py key=value ...` that trains the toy method under `root`."""
     path = tmp_path / "run_toy.py"
-    path.write_text(SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)), encoding="utf-8")
+    path.write_text(
+        SCRIPT.format(toy_dir=str(Path(__file__).parent), root=str(root)), encoding="utf-8"
+    )
     return path

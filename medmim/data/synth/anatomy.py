@@ -96,16 +96,28 @@ class Torso:
         c = self.P(-22, 38, 28)
         r = self.R(12, 10, -40)
         self.heart_rot = r
-        self.organs["heart"] = Intersect(Ellipsoid(c, self.S(58, 46, 50), r),
-                                         Surface(lambda x, y: self.diaphragm(x, y) - 4, below=False))
-        self.chambers = [Ellipsoid(c + r @ (np.array(o) * self.s), self.S(*sm), r)
-                         for o, sm in (((-5, 13, 3), (38, 16, 30)), ((8, -12, -3), (38, 18, 30)))]
+        self.organs["heart"] = Intersect(
+            Ellipsoid(c, self.S(58, 46, 50), r),
+            Surface(lambda x, y: self.diaphragm(x, y) - 4, below=False),
+        )
+        self.chambers = [
+            Ellipsoid(c + r @ (np.array(o) * self.s), self.S(*sm), r)
+            for o, sm in (((-5, 13, 3), (38, 16, 30)), ((8, -12, -3), (38, 18, 30)))
+        ]
         yb = self.y_spine  # the descending aorta runs left-anterior of the vertebral bodies
         sx, sy, sz = (float(v) for v in self.s)
-        pts = [(8 * sx, 30 * sy, 45 * sz), (10 * sx, 32 * sy, 92 * sz), (-4 * sx, 30 * sy, 118 * sz),
-               (-26 * sx, 14 * sy, 122 * sz), (-28 * sx, yb + 40, 110 * sz), (-22 * sx, yb + 30, 85 * sz),
-               (-20 * sx, yb + 28, 30 * sz), (-15 * sx, yb + 30, -40 * sz), (-10 * sx, yb + 33, -120 * sz),
-               (-8 * sx, yb + 34, -260 * sz)]
+        pts = [
+            (8 * sx, 30 * sy, 45 * sz),
+            (10 * sx, 32 * sy, 92 * sz),
+            (-4 * sx, 30 * sy, 118 * sz),
+            (-26 * sx, 14 * sy, 122 * sz),
+            (-28 * sx, yb + 40, 110 * sz),
+            (-22 * sx, yb + 30, 85 * sz),
+            (-20 * sx, yb + 28, 30 * sz),
+            (-15 * sx, yb + 30, -40 * sz),
+            (-10 * sx, yb + 33, -120 * sz),
+            (-8 * sx, yb + 34, -260 * sz),
+        ]
         pts = [np.array(p) + self.rng.normal(0, 2.5, 3) for p in pts]
         radii = np.array([14, 15, 14, 13, 12, 12, 11, 11, 10, 10]) * self.rng.uniform(0.85, 1.15)
         self.aorta = tube(pts, radii)
@@ -113,9 +125,15 @@ class Torso:
         top = np.array([0, 18 * sy, 400.0])
         rb, lb = carina + self.P(38, -6, -18, 2), carina + self.P(-42, -6, -22, 2)
         rt = self.rng.uniform(8, 10)
-        self.airway = [(top, carina, rt, rt), (carina, rb, 6.5, 5.5), (carina, lb, 6.0, 5.0),
-                       (rb, rb + self.P(24, -4, 14, 2), 4.5, 3.5), (rb, rb + self.P(22, -8, -28, 2), 5.0, 4.0),
-                       (lb, lb + self.P(-20, -2, 16, 2), 4.5, 3.5), (lb, lb + self.P(-18, -10, -26, 2), 5.0, 4.0)]
+        self.airway = [
+            (top, carina, rt, rt),
+            (carina, rb, 6.5, 5.5),
+            (carina, lb, 6.0, 5.0),
+            (rb, rb + self.P(24, -4, 14, 2), 4.5, 3.5),
+            (rb, rb + self.P(22, -8, -28, 2), 5.0, 4.0),
+            (lb, lb + self.P(-20, -2, 16, 2), 4.5, 3.5),
+            (lb, lb + self.P(-18, -10, -26, 2), 5.0, 4.0),
+        ]
 
     def _abdomen(self) -> None:
         below = Surface(lambda x, y: self.diaphragm(x, y) - 3, below=True)
@@ -124,7 +142,9 @@ class Torso:
         left = Ellipsoid(self.P(-8, 38, -28), self.S(55, 38, 30), self.R(0, 10, -15))
         self.organs["liver"] = Intersect(Union(right, left), below, inner)
         spleen = Ellipsoid(self.P(-82, -38, -42), self.S(24, 52, 48), self.R(0, 0, 35))
-        notch = Ellipsoid(spleen.c + self.s * np.array([22, 12, 0]), self.S(20, 40, 40), self.R(0, 0, 35))
+        notch = Ellipsoid(
+            spleen.c + self.s * np.array([22, 12, 0]), self.S(20, 40, 40), self.R(0, 0, 35)
+        )
         self.organs["spleen"] = Intersect(Subtract(spleen, notch), below, inner)
         yb = self.y_spine
         for side, name, z in ((1, "kidney_right", -102), (-1, "kidney_left", -90)):
@@ -139,17 +159,35 @@ class Torso:
         step = hu["mediastinum"] - hu["cavity"]
         thorax = lambda x, y, z: step / (1 + np.exp(-(z - self.diaphragm(x, y)) / 5.0))  # noqa: E731
         cavity = texture(rng, hu["cavity"], 18, 8, thorax)
-        canvas.paint_layers(self.organs["body"], [(0.0, hu["fat"], body), (self.t_fat, hu["muscle"], body),
-                                                  (self.t_fat + self.t_mus, cavity, body)])
+        canvas.paint_layers(
+            self.organs["body"],
+            [
+                (0.0, hu["fat"], body),
+                (self.t_fat, hu["muscle"], body),
+                (self.t_fat + self.t_mus, cavity, body),
+            ],
+        )
         self._paint_bowel(canvas)
         self._paint_lungs(canvas)
         y_c = self.y_spine - 30 * float(self.s[1])
         for side in (1, -1):
-            para = Ellipsoid((side * 30 * self.s[0], y_c - 8, (self.lo[2] + self.hi[2]) / 2),
-                             (22 * self.s[0], 18 * self.s[1], (self.hi[2] - self.lo[2]) / 2 + 60))
-            canvas.paint(Intersect(para, self.organs["muscle"]), hu["muscle"], body, supersample=False)
-        canvas.paint(Ellipsoid(self.organs["heart"].shapes[0].c, self.organs["heart"].shapes[0].semi,
-                               self.heart_rot, grow=4.0), hu["mediastinum"], body)
+            para = Ellipsoid(
+                (side * 30 * self.s[0], y_c - 8, (self.lo[2] + self.hi[2]) / 2),
+                (22 * self.s[0], 18 * self.s[1], (self.hi[2] - self.lo[2]) / 2 + 60),
+            )
+            canvas.paint(
+                Intersect(para, self.organs["muscle"]), hu["muscle"], body, supersample=False
+            )
+        canvas.paint(
+            Ellipsoid(
+                self.organs["heart"].shapes[0].c,
+                self.organs["heart"].shapes[0].semi,
+                self.heart_rot,
+                grow=4.0,
+            ),
+            hu["mediastinum"],
+            body,
+        )
         canvas.paint(self.organs["heart"], hu["myocardium"], LABEL_OF["heart"])
         for chamber in self.chambers:
             canvas.paint(Intersect(chamber, self.organs["heart"]), hu["blood"], LABEL_OF["heart"])
@@ -166,17 +204,36 @@ class Torso:
             lung = self.organs[name]
             canvas.paint(lung, texture(rng, hu["lung"], 10, 6, dependent), LABEL_OF[name])
             hilum = self.P(40 * side, 0, 45, sd=2)
-            trunks = [(0.2 * side, 0.1, 1), (side, 0.1, -0.1), (0.3 * side, -0.5, -1), (0.3 * side, 0.9, -0.3)]
+            trunks = [
+                (0.2 * side, 0.1, 1),
+                (side, 0.1, -0.1),
+                (0.3 * side, -0.5, -1),
+                (0.3 * side, 0.9, -0.3),
+            ]
             # coarse grids get fewer, thicker vessels: finer ones would vanish in the voxel noise
             thinnest, detail = max(0.6, 0.25 * canvas.edge), min(1.0, 2.0 / canvas.edge)
-            segments = grow_tree(rng, lung, hilum, trunks, rng.uniform(4.5, 6), min_radius=thinnest,
-                                 max_segments=int(250 * detail))
+            segments = grow_tree(
+                rng,
+                lung,
+                hilum,
+                trunks,
+                rng.uniform(4.5, 6),
+                min_radius=thinnest,
+                max_segments=int(250 * detail),
+            )
             # peripheral subtrees (their feeding branches are left out) fill what the main tree missed
             points = lung.lo + (lung.hi - lung.lo) * rng.random((400, 3))
             points = points[sdf_at(lung, points) < -12][: int(14 * detail)]
             for p in points:
-                segments += grow_tree(rng, lung, p, [p - hilum], rng.uniform(1.8, 2.8), min_radius=thinnest,
-                                      max_segments=25)
+                segments += grow_tree(
+                    rng,
+                    lung,
+                    p,
+                    [p - hilum],
+                    rng.uniform(1.8, 2.8),
+                    min_radius=thinnest,
+                    max_segments=25,
+                )
             for seg in segments:
                 canvas.paint(seg, hu["blood"])
 
@@ -209,12 +266,16 @@ class Torso:
         vessel = hu["liver"] + (35 if self.phase == "portal" else -12)
         root = self.P(35, 0, -55, sd=3)
         trunks = [(1, 0.2, 0.3), (0.5, 0.6, -0.5), (-0.6, 0.7, 0.4)]
-        for seg in grow_tree(rng, liver, root, trunks, rng.uniform(4, 5.5), min_radius=0.9, max_segments=70):
+        for seg in grow_tree(
+            rng, liver, root, trunks, rng.uniform(4, 5.5), min_radius=0.9, max_segments=70
+        ):
             canvas.paint(seg, vessel)
         canvas.paint(self.organs["spleen"], texture(rng, hu["spleen"], 4, 5), LABEL_OF["spleen"])
         for name in ("kidney_right", "kidney_left"):
             kid = self.organs[name]
             canvas.paint(kid, hu["kidney"], LABEL_OF[name])
             medial = -np.sign(kid.c[0])
-            sinus = Ellipsoid(np.asarray(kid.c) + kid.rot @ np.array([10 * medial, 6, 0]), (9, 9, 28), kid.rot)
+            sinus = Ellipsoid(
+                np.asarray(kid.c) + kid.rot @ np.array([10 * medial, 6, 0]), (9, 9, 28), kid.rot
+            )
             canvas.paint(sinus, hu["sinus_fat"])

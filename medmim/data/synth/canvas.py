@@ -31,8 +31,14 @@ class Canvas:
         background: HU outside every shape (air).
     """
 
-    def __init__(self, shape: tuple[int, int, int], vox_to_anat: Array, edge: float,
-                 nsub: int = 1, background: float = -1000.0) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        vox_to_anat: Array,
+        edge: float,
+        nsub: int = 1,
+        background: float = -1000.0,
+    ) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.m = np.asarray(vox_to_anat, dtype=np.float64)
         self.inv = np.linalg.inv(self.m)
@@ -41,7 +47,9 @@ class Canvas:
         self.hu = np.full(self.shape, background, dtype=np.float32)
         self.label = np.zeros(self.shape, dtype=np.uint8)
         self.masks: dict[str, Array] = {}
-        corners = np.array([[c[0], c[1], c[2], 1.0] for c in product(*[(-0.5, n - 0.5) for n in self.shape])])
+        corners = np.array(
+            [[c[0], c[1], c[2], 1.0] for c in product(*[(-0.5, n - 0.5) for n in self.shape])]
+        )
         anat = (self.m @ corners.T)[:3]
         self.lo, self.hi = anat.min(1), anat.max(1)
 
@@ -62,7 +70,9 @@ class Canvas:
             return None
         return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
 
-    def coords(self, sl: tuple[slice, slice, slice], shift: float = 0.0) -> tuple[Array, Array, Array]:
+    def coords(
+        self, sl: tuple[slice, slice, slice], shift: float = 0.0
+    ) -> tuple[Array, Array, Array]:
         """Anatomy mm (x, y, z) of the voxels in `sl`, each (i, j, k)-shaped float32."""
         i, j, k = (np.arange(s.start, s.stop, dtype=np.float64) for s in sl)
         k = k + shift
@@ -73,8 +83,16 @@ class Canvas:
             out.append(ij[:, :, None] + kk[None, None, :])
         return out[0], out[1], out[2]
 
-    def paint(self, shape: Shape, value: Value, label: int | None = None, *, mask: str | None = None,
-              mask_id: int = 1, supersample: bool = True) -> tuple[tuple[slice, ...], Array] | None:
+    def paint(
+        self,
+        shape: Shape,
+        value: Value,
+        label: int | None = None,
+        *,
+        mask: str | None = None,
+        mask_id: int = 1,
+        supersample: bool = True,
+    ) -> tuple[tuple[slice, ...], Array] | None:
         """Composite `shape` filled with `value` (HU, or a function of x, y, z) onto the canvas.
 
         Returns:
@@ -96,7 +114,9 @@ class Canvas:
         frac = frac * (1.0 / len(offsets)) if len(offsets) > 1 else frac
         if not frac.any():
             return None
-        self._composite(sl, frac, value(*centre) if callable(value) else float(value), label, mask, mask_id)
+        self._composite(
+            sl, frac, value(*centre) if callable(value) else float(value), label, mask, mask_id
+        )
         return sl, frac
 
     def paint_layers(self, shape: Shape, layers: list[tuple[float, Value, int | None]]) -> None:
@@ -115,8 +135,15 @@ class Canvas:
             frac = np.clip(0.5 - (d + np.float32(depth)) * np.float32(1.0 / self.edge), 0.0, 1.0)
             self._composite(sl, frac, value(*xyz) if callable(value) else float(value), label)
 
-    def _composite(self, sl: tuple[slice, ...], frac: Array, value: float | Array, label: int | None,
-                   mask: str | None = None, mask_id: int = 1) -> None:
+    def _composite(
+        self,
+        sl: tuple[slice, ...],
+        frac: Array,
+        value: float | Array,
+        label: int | None,
+        mask: str | None = None,
+        mask_id: int = 1,
+    ) -> None:
         hu = self.hu[sl]
         hu += frac * (value - hu)
         inside = frac >= 0.5
@@ -158,8 +185,13 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: int = 
     return (out - out.mean()) * np.float32(1.0 / max(float(out.std()), 1e-6))
 
 
-def texture(rng: np.random.Generator, base: float, amplitude: float, cells: int = 6,
-            extra: Callable[[Array, Array, Array], Array] | None = None) -> Callable[[Array, Array, Array], Array]:
+def texture(
+    rng: np.random.Generator,
+    base: float,
+    amplitude: float,
+    cells: int = 6,
+    extra: Callable[[Array, Array, Array], Array] | None = None,
+) -> Callable[[Array, Array, Array], Array]:
     """A value function for `Canvas.paint`: base HU + amplitude x a smooth random field (+ extra)."""
     seed = int(rng.integers(2**31))
 

@@ -61,16 +61,30 @@ def cube_affine(center: np.ndarray, size: int, spacing: float) -> np.ndarray:
     return affine
 
 
-def sample_cube(volume: np.ndarray, affine: np.ndarray, center: np.ndarray, size: int, spacing: float,
-                order: int = 1, cval: float = 0.0) -> np.ndarray:
+def sample_cube(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    center: np.ndarray,
+    size: int,
+    spacing: float,
+    order: int = 1,
+    cval: float = 0.0,
+) -> np.ndarray:
     """Resample `volume` on a RAS-aligned cube (`size`^3, `spacing` mm) centred at `center` (world mm).
 
     Voxels outside the volume get `cval`. Returns float32 (size, size, size) in RAS order.
     """
     to_vox = np.linalg.inv(affine) @ cube_affine(center, size, spacing)
-    out = ndimage.affine_transform(volume.astype(np.float32, copy=False), to_vox[:3, :3], to_vox[:3, 3],
-                                   output_shape=(size, size, size), order=order, mode="constant",
-                                   cval=cval, prefilter=False)
+    out = ndimage.affine_transform(
+        volume.astype(np.float32, copy=False),
+        to_vox[:3, :3],
+        to_vox[:3, 3],
+        output_shape=(size, size, size),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
     return out
 
 

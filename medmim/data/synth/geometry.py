@@ -34,7 +34,11 @@ SIZES: dict[str, SizeSpec] = {
 
 #: Storage conventions: sign of the (i, j, k) axes relative to RAS. 'LPS' is what most
 #: DICOM -> NIfTI converters write (i runs to the patient's left, j to posterior).
-ORIENTATIONS: dict[str, tuple[int, int, int]] = {"RAS": (1, 1, 1), "LPS": (-1, -1, 1), "LPI": (-1, -1, -1)}
+ORIENTATIONS: dict[str, tuple[int, int, int]] = {
+    "RAS": (1, 1, 1),
+    "LPS": (-1, -1, 1),
+    "LPI": (-1, -1, -1),
+}
 
 
 @dataclass
@@ -63,7 +67,9 @@ class Geometry:
         return np.linalg.inv(self.pose) @ self.affine
 
 
-def sample_geometry(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spec: SizeSpec) -> Geometry:
+def sample_geometry(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spec: SizeSpec
+) -> Geometry:
     """Place a patient whose anatomy spans the box [lo, hi] (mm) in a scanner grid.
 
     The pose rotates the patient by a few degrees (yaw sd 3, pitch/roll sd 1.5) and moves it on
@@ -95,7 +101,9 @@ def sample_geometry(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, sp
     return Geometry(shape, spacing, affine, pose, orientation, tilt, edge, nsub)
 
 
-def _sample_spacing(rng: np.random.Generator, extent: np.ndarray, spec: SizeSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _sample_spacing(
+    rng: np.random.Generator, extent: np.ndarray, spec: SizeSpec
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Draw (in-plane, in-plane, slice) spacing until the grid has at most `max_voxels`."""
     for _ in range(100):
         inplane = round(float(rng.uniform(*spec.inplane)), 3)

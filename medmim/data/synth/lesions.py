@@ -43,8 +43,15 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _blob(rng: np.random.Generator, center: np.ndarray, radius: float, flat: float,
-          lobulation: float, kappa: float = 6.0, grow: float = 0.0) -> Ellipsoid:
+def _blob(
+    rng: np.random.Generator,
+    center: np.ndarray,
+    radius: float,
+    flat: float,
+    lobulation: float,
+    kappa: float = 6.0,
+    grow: float = 0.0,
+) -> Ellipsoid:
     """A randomly rotated ellipsoid of mean radius `radius` with lobules of relative size `lobulation`."""
     semi = radius * np.array([1.0, rng.uniform(flat, 1.0), rng.uniform(flat, 1.0)])
     m = int(rng.integers(4, 9))
@@ -53,8 +60,15 @@ def _blob(rng: np.random.Generator, center: np.ndarray, radius: float, flat: flo
     return Ellipsoid(center, semi, rotation(*rng.uniform(-180, 180, 3)), lobes, grow=grow)
 
 
-def _place(rng: np.random.Generator, organ: Shape, inside: tuple[float, float], avoid: list[Shape],
-           clearance: float, taken: list[tuple[np.ndarray, float]], radius: float) -> np.ndarray | None:
+def _place(
+    rng: np.random.Generator,
+    organ: Shape,
+    inside: tuple[float, float],
+    avoid: list[Shape],
+    clearance: float,
+    taken: list[tuple[np.ndarray, float]],
+    radius: float,
+) -> np.ndarray | None:
     """A centre in `organ` whose organ distance lies in `inside` (mm), at least `clearance` mm
     from every `avoid` shape and clear of already placed lesions; None when none is found."""
     lo, hi = organ.lo, organ.hi
@@ -86,11 +100,20 @@ def sample_nodule(rng: np.random.Generator, malignant: bool) -> dict[str, Any]:
         spicules = int(rng.integers(2, 5)) if rng.random() < 0.05 else 0
         calc = str(rng.choice(CALCIFICATIONS)) if rng.random() < 0.35 else "none"
         halo, cavity = 0.0, False
-    return {"malignant": int(malignant), "diameter_mm": round(diameter, 2), "lobulation": round(float(lob), 3),
-            "spicules": spicules, "calcification": calc, "halo_mm": round(halo, 2), "cavitated": cavity}
+    return {
+        "malignant": int(malignant),
+        "diameter_mm": round(diameter, 2),
+        "lobulation": round(float(lob), 3),
+        "spicules": spicules,
+        "calcification": calc,
+        "halo_mm": round(halo, 2),
+        "cavitated": cavity,
+    }
 
 
-def paint_nodules(canvas: Canvas, torso: Torso, count: int, p_malignant: float = 0.5) -> list[dict[str, Any]]:
+def paint_nodules(
+    canvas: Canvas, torso: Torso, count: int, p_malignant: float = 0.5
+) -> list[dict[str, Any]]:
     """Place and paint `count` nodules in the lungs; mask 'nodules' gets ids 1..count.
 
     Returns:
@@ -111,7 +134,9 @@ def paint_nodules(canvas: Canvas, torso: Torso, count: int, p_malignant: float =
         if centre is None:
             continue
         taken.append((centre, r))
-        desc.update(id=len(nodules) + 1, lung=lung.split("_")[1], juxtapleural=juxta, center_anat=centre)
+        desc.update(
+            id=len(nodules) + 1, lung=lung.split("_")[1], juxtapleural=juxta, center_anat=centre
+        )
         _paint_nodule(canvas, torso, desc)
         nodules.append(desc)
     return nodules
@@ -128,7 +153,11 @@ def _paint_nodule(canvas: Canvas, torso: Torso, n: dict[str, Any]) -> None:
     canvas.paint(core, texture(rng, solid, 14 if n["malignant"] else 4, 3), **paint)
     for u in _unit(rng, n["spicules"]):
         length = r * rng.uniform(0.5, 1.3) + rng.uniform(3, 8)
-        canvas.paint(Capsule(c + u * 0.7 * r, c + u * (r + length), rng.uniform(1.0, 1.6), 0.4), solid, **paint)
+        canvas.paint(
+            Capsule(c + u * 0.7 * r, c + u * (r + length), rng.uniform(1.0, 1.6), 0.4),
+            solid,
+            **paint,
+        )
     if n["cavitated"]:
         canvas.paint(_blob(rng, c, 0.45 * r, 0.7, 0.15), torso.hu["air"] + 80, **paint)
     calc, bright = n["calcification"], float(rng.uniform(350, 900))
@@ -190,5 +219,12 @@ def paint_tumor(canvas: Canvas, torso: Torso) -> dict[str, Any] | None:
         canvas.paint(Offset(shape, -2.0), value)
     if necrotic:
         canvas.paint(_blob(rng, centre, 0.45 * r, 0.7, 0.2), value - rng.uniform(15, 30))
-    return {"organ": host, "diameter_mm": round(2 * r, 2), "center_anat": centre, "hyperdense": hyper,
-            "rim": rim, "necrotic": necrotic, "hu_contrast": round(value - host_hu, 1)}
+    return {
+        "organ": host,
+        "diameter_mm": round(2 * r, 2),
+        "center_anat": centre,
+        "hyperdense": hyper,
+        "rim": rim,
+        "necrotic": necrotic,
+        "hu_contrast": round(value - host_hu, 1),
+    }

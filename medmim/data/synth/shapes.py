@@ -60,8 +60,14 @@ class Ellipsoid(Shape):
         grow: mm added to the radius (a shell around the same shape).
     """
 
-    def __init__(self, center: Sequence[float], semi: Sequence[float], rot: Array | None = None,
-                 lobes: tuple[Array, Array, float] | None = None, grow: float = 0.0) -> None:
+    def __init__(
+        self,
+        center: Sequence[float],
+        semi: Sequence[float],
+        rot: Array | None = None,
+        lobes: tuple[Array, Array, float] | None = None,
+        grow: float = 0.0,
+    ) -> None:
         self.c = _f(center)
         self.semi = _f(semi)
         self.rot = None if rot is None else np.asarray(rot, dtype=np.float64)
@@ -77,9 +83,11 @@ class Ellipsoid(Shape):
         if self.rot is None:
             return dx, dy, dz
         r = self.rot  # q = R^T d
-        return (float(r[0, 0]) * dx + float(r[1, 0]) * dy + float(r[2, 0]) * dz,
-                float(r[0, 1]) * dx + float(r[1, 1]) * dy + float(r[2, 1]) * dz,
-                float(r[0, 2]) * dx + float(r[1, 2]) * dy + float(r[2, 2]) * dz)
+        return (
+            float(r[0, 0]) * dx + float(r[1, 0]) * dy + float(r[2, 0]) * dz,
+            float(r[0, 1]) * dx + float(r[1, 1]) * dy + float(r[2, 1]) * dz,
+            float(r[0, 2]) * dx + float(r[1, 2]) * dy + float(r[2, 2]) * dz,
+        )
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
         q0, q1, q2 = self.local(x, y, z)
@@ -104,7 +112,9 @@ class Capsule(Shape):
     a tube of radius r < edge / 2 is drawn as one of radius edge / 2 scaled by 2 r / edge.
     """
 
-    def __init__(self, a: Sequence[float], b: Sequence[float], ra: float, rb: float | None = None) -> None:
+    def __init__(
+        self, a: Sequence[float], b: Sequence[float], ra: float, rb: float | None = None
+    ) -> None:
         self.a, self.b = _f(a), _f(b)
         self.ra = float(ra)
         self.rb = float(ra if rb is None else rb)
@@ -136,7 +146,9 @@ class Capsule(Shape):
 
 def tube(points: Sequence[Sequence[float]], radii: Sequence[float]) -> list[Capsule]:
     """A polyline tube: one tapered capsule per segment."""
-    return [Capsule(points[i], points[i + 1], radii[i], radii[i + 1]) for i in range(len(points) - 1)]
+    return [
+        Capsule(points[i], points[i + 1], radii[i], radii[i + 1]) for i in range(len(points) - 1)
+    ]
 
 
 class Prism(Shape):
@@ -145,7 +157,9 @@ class Prism(Shape):
     Cross-section |x - cx|^p / a^p + |y - cy|^p / b^p = 1, grown by `grow` mm (negative: shrunk).
     """
 
-    def __init__(self, center_xy: Sequence[float], a: float, b: float, power: float, grow: float = 0.0) -> None:
+    def __init__(
+        self, center_xy: Sequence[float], a: float, b: float, power: float, grow: float = 0.0
+    ) -> None:
         self.cx, self.cy = _f(center_xy)
         self.a, self.b, self.p, self.grow = float(a), float(b), float(power), float(grow)
         self.lo = np.array([self.cx - a - grow, self.cy - b - grow, -INF])

@@ -38,8 +38,12 @@ def paint_skeleton(canvas: Canvas, torso: Torso) -> None:
         barrel = Ellipsoid((0, yb, zc), (rx, ry, h / 2 + 5))
         canvas.paint(Intersect(barrel, _slab(zc - h / 2, zc + h / 2)), hu["cortical_bone"], spine)
         core = Ellipsoid((0, yb, zc), (rx, ry, h / 2 + 5), grow=-2.5)
-        canvas.paint(Intersect(core, _slab(zc - h / 2 + 2.5, zc + h / 2 - 2.5)), hu["cancellous_bone"], spine)
-        disc_shape = Intersect(Ellipsoid((0, yb, zc), (rx - 1, ry - 1, 1e4)), _slab(zc - h / 2 - disc, zc - h / 2))
+        canvas.paint(
+            Intersect(core, _slab(zc - h / 2 + 2.5, zc + h / 2 - 2.5)), hu["cancellous_bone"], spine
+        )
+        disc_shape = Intersect(
+            Ellipsoid((0, yb, zc), (rx - 1, ry - 1, 1e4)), _slab(zc - h / 2 - disc, zc - h / 2)
+        )
         canvas.paint(disc_shape, hu["disc"], body)
         _paint_arch(canvas, torso, zc, yb - ry, canal_y)
         if -75 * sz < zc < torso.hi[2] - 25:
@@ -55,9 +59,14 @@ def _paint_arch(canvas: Canvas, torso: Torso, zc: float, y_front: float, canal_y
     for side in (1, -1):
         foot = (side * 10 * sx, y_front + 3, zc)
         joint = (side * 11 * sx, canal_y - 3 * sy, zc)
-        parts += [Capsule(foot, joint, 4.0), Capsule(joint, (0, canal_y - 12 * sy, zc), 3.5),
-                  Capsule(joint, (side * 32 * sx, canal_y - 6 * sy, zc + 2), 3.5)]
-    parts.append(Capsule((0, canal_y - 12 * sy, zc), (0, canal_y - 26 * sy, zc - 12 * sz), 3.5, 3.0))
+        parts += [
+            Capsule(foot, joint, 4.0),
+            Capsule(joint, (0, canal_y - 12 * sy, zc), 3.5),
+            Capsule(joint, (side * 32 * sx, canal_y - 6 * sy, zc + 2), 3.5),
+        ]
+    parts.append(
+        Capsule((0, canal_y - 12 * sy, zc), (0, canal_y - 26 * sy, zc - 12 * sz), 3.5, 3.0)
+    )
     for part in parts:
         canvas.paint(part, value, LABEL_OF["spine"])
 

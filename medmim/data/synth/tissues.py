@@ -46,7 +46,12 @@ TISSUE_HU: dict[str, tuple[float, float]] = {
     "air": (-995.0, -995.0),
     "bowel_wall": (35.0, 85.0),
 }
-JITTER: dict[str, float] = {"cortical_bone": 120.0, "cancellous_bone": 60.0, "rib": 100.0, "lung": 25.0}
+JITTER: dict[str, float] = {
+    "cortical_bone": 120.0,
+    "cancellous_bone": 60.0,
+    "rib": 100.0,
+    "lung": 25.0,
+}
 PHASES: tuple[str, ...] = ("native", "portal")
 
 

@@ -11,7 +11,9 @@ from medmim.data.synth.shapes import Capsule, Shape, sdf_at
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    return np.array(
+        [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    )
 
 
 def _turn(rng: np.random.Generator, d: np.ndarray, angle_deg: float) -> np.ndarray:
@@ -22,9 +24,17 @@ def _turn(rng: np.random.Generator, d: np.ndarray, angle_deg: float) -> np.ndarr
     return d * np.cos(a) + _cross(axis, d) * np.sin(a)
 
 
-def grow_tree(rng: np.random.Generator, organ: Shape, root: Sequence[float], directions: Sequence[Sequence[float]],
-              radius: float, *, min_radius: float = 0.7, max_segments: int = 200,
-              margin: float = 1.0) -> list[Capsule]:
+def grow_tree(
+    rng: np.random.Generator,
+    organ: Shape,
+    root: Sequence[float],
+    directions: Sequence[Sequence[float]],
+    radius: float,
+    *,
+    min_radius: float = 0.7,
+    max_segments: int = 200,
+    margin: float = 1.0,
+) -> list[Capsule]:
     """Grow a bifurcating vessel tree breadth-first from `root` inside `organ`.
 
     Each branch runs `radius x U(5, 9) + 3` mm, then splits into two children turned 20-45 deg
@@ -36,8 +46,10 @@ def grow_tree(rng: np.random.Generator, organ: Shape, root: Sequence[float], dir
         The tree's segments as tapered capsules.
     """
     segments: list[Capsule] = []
-    queue = deque((np.asarray(root, float), np.asarray(d, float) / np.linalg.norm(d), radius)
-                  for d in directions)
+    queue = deque(
+        (np.asarray(root, float), np.asarray(d, float) / np.linalg.norm(d), radius)
+        for d in directions
+    )
     while queue and len(segments) < max_segments:
         start, d, r = queue.popleft()
         length = r * rng.uniform(5, 9) + 3
