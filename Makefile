@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check medmim tests benchmarks
 	$(BIN)/ruff check medmim tests benchmarks
 
 bench: $(STAMP)

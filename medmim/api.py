@@ -66,7 +66,8 @@ def load_into_swinunetr(path: str | Path, **swinunetr_kwargs: Any) -> nn.Module:
 
 def _swinunetr_kwargs(backbone: dict[str, Any]) -> dict[str, Any] | None:
     """The SwinUNETR arguments of a backbone spec (an export older than `monai_swinunetr`), or
-    None when the backbone is not a Swin."""
+    None when the backbone is not a Swin.
+    """
     from medmim.registry import BACKBONES
 
     model = BACKBONES.build(backbone)

@@ -139,7 +139,8 @@ def apply_overrides(
 
 def _is_open(node: DictConfig) -> bool:
     """A section that a registry builds (it has a `name`) accepts new keys; the registry checks
-    them against the entry's options when it builds the object."""
+    them against the entry's options when it builds the object.
+    """
     return "name" in node
 
 
@@ -149,7 +150,8 @@ def _first_line(exc: Exception) -> str:
 
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
     """Check `cfg` against a dataclass `schema` (types and key names); returns the typed config.
-    The schema's `config_prepare(cfg)` hook, if any, runs first."""
+    The schema's `config_prepare(cfg)` hook, if any, runs first.
+    """
     prepare = getattr(schema, "config_prepare", None)
     if prepare is not None:
         cfg = prepare(cfg)
@@ -183,7 +185,8 @@ def load_config(
 ) -> DictConfig:
     """Load a preset (name or path, or a config already read, e.g. a run's saved one),
     validate it against `schema`, then apply overrides (those of the schema's `config_first`
-    keys first, see the module docstring)."""
+    keys first, see the module docstring).
+    """
     cfg = OmegaConf.create(source) if isinstance(source, dict) else load_preset(source)
     if schema is not None:
         cfg = validate(cfg, schema)

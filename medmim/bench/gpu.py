@@ -52,7 +52,8 @@ def bf16_autocast(device_type: str = "cuda") -> Callable[[], Any]:
 def largest_fitting(fits: Callable[[int], bool], limit: int = 1024) -> int:
     """The largest n in [1, limit] with fits(n) True, assuming fits is monotone; 0 if not even 1.
 
-    Doubles n until a failure (or the limit), then bisects between the last success and it."""
+    Doubles n until a failure (or the limit), then bisects between the last success and it.
+    """
     if not fits(1):
         return 0
     good, n = 1, 2
@@ -75,7 +76,8 @@ def step_fits(
     method: str, size: int, device: torch.device, preset: str | None = None
 ) -> Callable[[int], bool]:
     """fits(batch): one bf16 training step of `preset` (default: the paper preset) at `size`^3
-    runs without running out of GPU memory."""
+    runs without running out of GPU memory.
+    """
 
     def fits(batch: int) -> bool:
         case = None

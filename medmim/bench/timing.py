@@ -112,7 +112,8 @@ def peak_step_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, f
 
 def count_flops(fn: Callable[[], Any]) -> int | None:
     """FLOPs of one call (matmuls, convolutions, attention; forward and backward) counted by
-    `torch.utils.flop_counter.FlopCounterMode`, or None where it cannot count."""
+    `torch.utils.flop_counter.FlopCounterMode`, or None where it cannot count.
+    """
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:

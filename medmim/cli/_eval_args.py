@@ -57,7 +57,8 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """--encoder, --source (alias --data), --out, --recipe / --plan, --force-recipe, --seed,
-    --device."""
+    --device.
+    """
     add_flag(
         parser,
         "encoder",

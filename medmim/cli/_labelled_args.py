@@ -15,7 +15,8 @@ from medmim.cli._eval_args import (
 
 def add_feature_flags(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
     """--feature, --resize (alias --size), --batch-size, --num-workers, --no-progress: how a
-    volume becomes an embedding (shared with `medmim embed`)."""
+    volume becomes an embedding (shared with `medmim embed`).
+    """
     parser.add_argument(
         "--feature",
         default="auto",

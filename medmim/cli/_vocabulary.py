@@ -120,7 +120,8 @@ def add_flag(parser: Any, concept: str, **kwargs: Any) -> argparse.Action:
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Epilogs kept as written, and "(default: X)" after every option's help that does not
-    already say its default (flags that take no value and required options get none)."""
+    already say its default (flags that take no value and required options get none).
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -13,7 +13,8 @@ from medmim.cli._eval_args import add_encoder_flags, add_flag, add_progress_flag
 
 def add_window_flags(parser: argparse.ArgumentParser) -> None:
     """--split, --crop-size (alias --roi), --whole, --overlap, --max-figures, --no-progress
-    (shared with `medmim localize`)."""
+    (shared with `medmim localize`).
+    """
     add_flag(parser, "split", default="training", help="datalist section / npz split")
     add_flag(
         parser,

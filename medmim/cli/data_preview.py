@@ -1,5 +1,6 @@
 """`medmim data preview SOURCE --out PNG`: one preprocessed scan and two training views of it,
-as mid-slices in three planes, to check a recipe and the augmentation by eye."""
+as mid-slices in three planes, to check a recipe and the augmentation by eye.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`medmim <command>`: a thin dispatcher. Each command is one module in `medmim/cli/` with
 `add_arguments(parser)` and `run(args) -> int`; it is imported only when used, so
-`medmim --help` stays fast and a command's heavy imports cost nothing elsewhere."""
+`medmim --help` stays fast and a command's heavy imports cost nothing elsewhere.
+"""
 
 from __future__ import annotations
 

@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
 def resume_command(run_dir: str | Path | None = None) -> str:
     """The command that continues this run, for the message after a stop: `medmim pretrain
     --resume RUN_DIR` (the saved config holds every setting), or this invocation with
-    `resume=true` when the run directory is not known."""
+    `resume=true` when the run directory is not known.
+    """
     if run_dir is not None:
         return f"medmim pretrain --resume {shlex.quote(str(run_dir))}"
     args = [a for a in sys.argv[1:] if not a.startswith("resume=")]
@@ -172,7 +173,8 @@ def _resume_base(args: argparse.Namespace) -> dict | None:
 def _overrides(args: argparse.Namespace, base: dict | None) -> list[str]:
     """The command line's key=value settings; for a resume, also where the run is, and a
     learning rate re-resolved when optim.base_lr / optim.lr_scaling change without optim.lr
-    (the saved config holds the lr it resolved)."""
+    (the saved config holds the lr it resolved).
+    """
     overrides = list(args.overrides)
     if base is None:
         return overrides
@@ -187,7 +189,8 @@ def _overrides(args: argparse.Namespace, base: dict | None) -> list[str]:
 
 def _downstream_flags(args: argparse.Namespace) -> str | None:
     """A message for a downstream command's flag given to pretrain (`--data X`), naming the
-    key=value setting that does it; None when there is none."""
+    key=value setting that does it; None when there is none.
+    """
     for name, value in vars(args).items():
         if not name.startswith("_flag") or value is None:
             continue

@@ -103,7 +103,8 @@ class VolumeCache:
 
     def key(self, record: Record) -> str:
         """The entry's name: hash of the content and of the volume's place in an archive or
-        DICOM folder (its series)."""
+        DICOM folder (its series).
+        """
         where = f"{record.array_key}:{record.array_index}" if record.array_key else ""
         where += f"|series:{record.series}" if record.series else ""
         return hashlib.sha1(f"{content_digest(record.image)}|{where}".encode()).hexdigest()

@@ -127,7 +127,8 @@ def _series_files(folder: Path, series: str | None) -> list[Path]:
 @contextlib.contextmanager
 def _quiet_pydicom():
     """No value validation while reading: pydicom's warnings quote values (and log them), which
-    could put an identifier in a log."""
+    could put an identifier in a log.
+    """
     from pydicom import config
 
     saved = config.settings.reading_validation_mode, config.settings.writing_validation_mode

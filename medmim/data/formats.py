@@ -122,7 +122,8 @@ def image_to_ras(path: Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def itk_reason(exc: Exception) -> str:
     """The 'ITK ERROR: ...' line of a SimpleITK exception without the object address (its first
-    line only names SimpleITK's source file), else `short_error` (any other exception)."""
+    line only names SimpleITK's source file), else `short_error` (any other exception).
+    """
     lines = [line.strip() for line in str(exc).splitlines() if "ERROR" in line]
     if not lines:
         return short_error(exc)
@@ -185,7 +186,8 @@ def _read_numpy(path: Path, *, key: str | None = None, index: int | None = None,
 @functools.lru_cache(maxsize=2)
 def _npz_array(path: str, key: str | None, _mtime_ns: int) -> np.ndarray:
     """One array of an `.npz` archive, kept for the next call (a MedMNIST file holds thousands
-    of volumes, read one by one)."""
+    of volumes, read one by one).
+    """
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.keys())
         if key is None:

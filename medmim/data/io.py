@@ -205,7 +205,8 @@ def _check_path(path: Path) -> str:
 
 def _as_3d(path: Path, array: np.ndarray, allow_2d: bool = False) -> np.ndarray:
     """Drop singleton axes (trailing, or a leading channel axis) beyond three; reject 2D images
-    (unless `allow_2d`: then an (X, Y) image becomes (X, Y, 1)) and 4D stacks."""
+    (unless `allow_2d`: then an (X, Y) image becomes (X, Y, 1)) and 4D stacks.
+    """
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     while array.ndim > 3 and array.shape[0] == 1:

@@ -78,7 +78,8 @@ CSV_FIELDS = (
 
 def split_of(index: int, n: int) -> str:
     """The split of phantom `index` of `n`: the last 15 % test, the 15 % before them val
-    (each at least one phantom once n >= 3), the rest train."""
+    (each at least one phantom once n >= 3), the rest train.
+    """
     n_hold = max(1, round(0.15 * n)) if n >= 3 else 0
     if index >= n - n_hold:
         return "test"

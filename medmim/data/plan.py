@@ -98,7 +98,8 @@ def make_plan(fp: dict[str, Any], source: str = "", max_crop: int = 96) -> dict[
 
 def to_ras(values: Sequence[float], orientation: str) -> list[float]:
     """Per-array-axis values (spacing, shape) in RAS axis order (x, y, z), from the file's
-    axcodes ("PSR": array axis 0 runs along y, axis 1 along z, axis 2 along x)."""
+    axcodes ("PSR": array axis 0 runs along y, axis 1 along z, axis 2 along x).
+    """
     codes = str(orientation).upper()
     if len(codes) != 3 or sorted(_RAS.get(c, -1) for c in codes) != [0, 1, 2]:
         return [float(v) for v in values]
@@ -226,7 +227,8 @@ def format_plan(plan: dict[str, Any]) -> str:
 
 def prepare_run_config(cfg: Any) -> Any:
     """Before a run config is validated: `data.recipe: mr` (a preset name where the recipe's
-    fields belong) becomes that preset's fields, then `data.plan` is applied (`apply_plan`)."""
+    fields belong) becomes that preset's fields, then `data.plan` is applied (`apply_plan`).
+    """
     from omegaconf import OmegaConf
 
     recipe = OmegaConf.select(cfg, "data.recipe", default=None)

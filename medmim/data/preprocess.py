@@ -153,7 +153,8 @@ def check_recipe(recipe: Any) -> RecipeConfig:
 
 def recipe_dict(recipe: Any) -> dict[str, Any]:
     """The recipe as a plain JSON-able dict (what the cache key and the export sidecar hold),
-    numbers canonical (window [-500, 500] and [-500.0, 500.0] are one recipe)."""
+    numbers canonical (window [-500, 500] and [-500.0, 500.0] are one recipe).
+    """
     out = dataclasses.asdict(check_recipe(recipe))
     for key in ("spacing", "window", "percentiles"):
         out[key] = None if out[key] is None else [float(v) for v in out[key]]
@@ -217,7 +218,8 @@ def preprocess(volume: MetaTensor, recipe: Any) -> Preprocessed:
 
 def foreground_box(img: torch.Tensor, recipe: RecipeConfig) -> tuple[list[int], list[int]]:
     """Bounding box [start, stop) of the foreground: HU above the window floor for CT, else
-    values above the volume's minimum."""
+    values above the volume's minimum.
+    """
     floor = recipe.window[0] if recipe.intensity == "ct" else float(img.min())
     start, stop = generate_spatial_bounding_box(img, select_fn=lambda x: x > floor)
     return [int(s) for s in start], [int(s) for s in stop]
@@ -239,7 +241,8 @@ def normalize_intensity(img: torch.Tensor, recipe: RecipeConfig) -> torch.Tensor
 def foreground_mask(img: torch.Tensor) -> torch.Tensor:
     """Voxels above the volume's minimum (the MR foreground of `foreground_box`). A margin of
     1e-6 of the range keeps the background of a resampled volume, whose interpolated constant
-    may differ from the minimum in the last float bits, out of the mask."""
+    may differ from the minimum in the last float bits, out of the mask.
+    """
     low, high = float(img.min()), float(img.max())
     return img > low + 1e-6 * (high - low)
 
@@ -278,7 +281,8 @@ def _to_original_box(
 ) -> list[list[int]]:
     """[start, stop) per axis of the original file's array, from a box on the oriented grid.
 
-    Orientation only permutes and flips axes, so the box's corners map to whole voxels."""
+    Orientation only permutes and flips axes, so the box's corners map to whole voxels.
+    """
     to_original = np.linalg.inv(original_affine.numpy()) @ cropped_affine.double().numpy()
     shape = np.asarray(stop) - np.asarray(start)
     corners = np.array([[0, 0, 0], shape - 1], dtype=np.float64)

@@ -81,7 +81,8 @@ class PretrainDataset(Dataset):
         [float32 (C, d, h, w)] * local_views when the sampler makes local crops).
 
         A cache file that vanished or broke after the up-front check (someone cleared the cache)
-        does not stop the epoch: the next readable scan is used, with a warning."""
+        does not stop the epoch: the next readable scan is used, with a warning.
+        """
         for offset in range(len(self)):
             i = (int(index) + offset) % len(self)
             try:
@@ -109,7 +110,8 @@ class PretrainDataset(Dataset):
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """Run the view sampling on one intra-op thread, as DataLoader workers do. On small crops
-    threads gain little, and with num_workers=0 on a busy CPU they cost 5-15x (measured)."""
+    threads gain little, and with num_workers=0 on a busy CPU they cost 5-15x (measured).
+    """
     n = torch.get_num_threads()
     if n == 1:
         yield
@@ -165,7 +167,8 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
 def _cache_source(cfg: Any, run_dir: str | Path | None) -> list[tuple[Record, CachedVolume]]:
     """Every usable scan of `cfg.source`, preprocessed into the cache; the bad ones recorded.
     First, unless `data.recipe_check=false`, a few raw scans must match the recipe's modality
-    (`medmim.data.recipe_check`), so a CT window never silently flattens an MR source."""
+    (`medmim.data.recipe_check`), so a CT window never silently flattens an MR source.
+    """
     unlisted: list[DataError] = []  # sub-folders that cannot be listed, under on_error=skip
     records = resolve_source(
         cfg.source,
@@ -274,7 +277,8 @@ def cache_root(cache_dir: str, run_dir: str | Path | None) -> Path:
 
 def write_skipped(errors: list[DataError], run_dir: str | Path | None) -> Path | None:
     """Append one JSON line per skipped file to `run_dir/skipped.jsonl`; return its path.
-    Only rank 0 writes (every rank finds the same bad files)."""
+    Only rank 0 writes (every rank finds the same bad files).
+    """
     if not errors or run_dir is None or int(os.environ.get("RANK", 0)) != 0:
         return None
     path = Path(run_dir) / "skipped.jsonl"

@@ -72,7 +72,8 @@ def crop_size(
 
 def slice_axis(spacing: Sequence[float], shape: Sequence[int]) -> int:
     """The slice (depth) axis of a (X, Y, Z) image: its one-voxel axis if it has one (a 2D
-    image), else the axis with the largest spacing (the last one on ties: Z for axial scans)."""
+    image), else the axis with the largest spacing (the last one on ties: Z for axial scans).
+    """
     single = [a for a, n in enumerate(shape) if int(n) == 1]
     if single:
         return single[-1]
@@ -83,7 +84,8 @@ def slice_first(
     spacing: Sequence[float], shape: Sequence[int]
 ) -> tuple[tuple[int, ...], tuple[float, float, float]]:
     """The (C, X, Y, Z) -> (C, D, H, W) axis order that puts the slice axis first, and the
-    spacing (s_D, s_H, s_W) in that order."""
+    spacing (s_D, s_H, s_W) in that order.
+    """
     depth = slice_axis(spacing, shape)
     in_plane = [a for a in range(3) if a != depth]
     order = (depth, *in_plane)

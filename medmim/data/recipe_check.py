@@ -63,7 +63,8 @@ def recipe_modality(recipe: Any) -> str | None:
 
 def scan_modality(volume: Any, seed: int = 0) -> tuple[str, str]:
     """(modality, how): the DICOM tag ("dicom") when it says CT or MR, else the intensity
-    rule on a uniform sample of the raw voxels ("intensity")."""
+    rule on a uniform sample of the raw voxels ("intensity").
+    """
     tag = str(getattr(volume, "meta", {}).get("modality", "") or "").upper()
     if tag in ("CT", "MR"):
         return tag, "dicom"

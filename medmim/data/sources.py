@@ -64,7 +64,8 @@ class Record:
     @property
     def name(self) -> str:
         """A unique, readable id: the path, plus '::key[i]' for a volume inside an archive or
-        '::series-<hash>' for one series of a DICOM folder (no patient identifier)."""
+        '::series-<hash>' for one series of a DICOM folder (no patient identifier).
+        """
         if self.series is not None:
             return f"{self.image}::{series_tag(self.series)}"
         if self.array_key is None:
@@ -190,7 +191,8 @@ def scan_folder(
 def dicom_records(folder: str | Path) -> list[Record]:
     """One record per DICOM series in `folder` (its direct files); `series` is set only when
     the folder holds several, so a one-series folder keeps its plain name. A folder in which
-    GDCM finds no image series gives one record, whose loading names the problem."""
+    GDCM finds no image series gives one record, whose loading names the problem.
+    """
     uids = list_series(folder)
     if len(uids) <= 1:
         return [Record(str(folder))]

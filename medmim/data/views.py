@@ -97,7 +97,8 @@ class ViewSampler:
         """Global views of `volume` (C, X, Y, Z), e.g. a memory map: float32 (C, *crop_size) each.
 
         Each view draws from its own child generator, so view i depends only on `rng`'s seed
-        and i, not on what the augmentations of the other views consumed."""
+        and i, not on what the augmentations of the other views consumed.
+        """
         return self.sample(volume, rng, background)[0]
 
     def sample(
@@ -105,7 +106,8 @@ class ViewSampler:
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(global views, local views) of `volume`: `num_views` (C, *crop_size) and
         `local_views` (C, *local_crop_size) float32 tensors, all inside one base region when
-        `base_crop` is set."""
+        `base_crop` is set.
+        """
         extra = self.local_views + (self.base_crop is not None)
         children = rng.spawn(self.num_views + extra)
         region = volume
@@ -133,7 +135,8 @@ class ViewSampler:
         crop_size: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         """The `i`-th view (its augmentation probabilities depend on `i`), `crop_size` (default
-        `self.crop_size`) voxels."""
+        `self.crop_size`) voxels.
+        """
         aug = self.augment
         crop = crop_size or self.crop_size
         lo, hi = aug.scale_jitter
@@ -180,7 +183,8 @@ def random_region(
     """A float32 copy of a uniformly placed `size` region of `volume` (C, X, Y, Z).
 
     Along an axis shorter than `size`, the whole axis is placed at a random offset inside the
-    region and the rest is `background`."""
+    region and the rest is `background`.
+    """
     shape = volume.shape[1:]
     start = [
         int(rng.integers(0, n - s + 1)) if n >= s else -int(rng.integers(0, s - n + 1))
@@ -202,7 +206,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     The kernel is truncated at 3 sigma as in `scipy.ndimage.gaussian_filter(mode="nearest")`;
     each axis is a weighted sum of shifted slices, 4-5x faster on CPU than a 1-channel conv3d.
     `sigma <= 0` means no blur: `x` is returned unchanged (so `augment.blur_sigma=[0, 0]`
-    switches the blur off)."""
+    switches the blur off).
+    """
     if sigma <= 0:
         return x
     radius = max(1, int(3 * sigma + 0.5))
@@ -220,13 +225,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def adjust_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """x' = clip(mean + factor (x - mean), min x, max x)."""
+    """X' = clip(mean + factor (x - mean), min x, max x)."""
     mean = x.mean()
     return ((x - mean) * factor + mean).clamp(x.min(), x.max())
 
 
 def adjust_gamma(x: torch.Tensor, gamma: float, eps: float = 1e-7) -> torch.Tensor:
-    """x' = min + range ((x - min) / range)^gamma, then rescaled to the mean and std of x."""
+    """X' = min + range ((x - min) / range)^gamma, then rescaled to the mean and std of x."""
     mn, rng = x.min(), x.max() - x.min()
     mean, std = x.mean(), x.std()
     y = ((x - mn) / (rng + eps)).pow(gamma) * rng + mn

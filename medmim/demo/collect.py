@@ -44,7 +44,8 @@ def run_config(out: Path, method: str) -> dict[str, Any]:
 
 def loss_kinds(out: Path, method: str) -> dict[str, str]:
     """What each loss term of `method`'s run is ("reconstruction", "distillation", ...): the
-    `loss_terms` of the method its config.yaml names (`method.name`; the label if none)."""
+    `loss_terms` of the method its config.yaml names (`method.name`; the label if none).
+    """
     from medmim.registry import METHODS
 
     name = str((run_config(out, method).get("method") or {}).get("name") or method)
@@ -53,7 +54,8 @@ def loss_kinds(out: Path, method: str) -> dict[str, str]:
 
 def pretrain_rows(out: Path, method: str) -> tuple[list[dict[str, Any]], float | None]:
     """The metrics.jsonl rows of `method`'s pretraining run (empty when it has none) and ln K
-    from its config's `method.out_dim`, for runs that did not log `distill/ln_k`."""
+    from its config's `method.out_dim`, for runs that did not log `distill/ln_k`.
+    """
     run = out / "pretrain" / method
     if not (run / "metrics.jsonl").is_file():
         return [], None
@@ -112,7 +114,8 @@ def _backbone(spec: str) -> dict[str, Any] | None:
 
 def not_initial(cfg: DemoConfig, out: Path, label: str) -> str:
     """Why scratch's weights are NOT `label`'s weights before pretraining ("" when they are):
-    another architecture, another seed (scratch uses the demo's seed), or pretrained init."""
+    another architecture, another seed (scratch uses the demo's seed), or pretrained init.
+    """
     specs = encoder_specs(cfg, out)
     if _backbone(specs[label]) is None or _backbone(specs[label]) != _backbone(specs[SCRATCH]):
         return "another architecture than scratch"
@@ -163,7 +166,8 @@ class Collected:
     def _attention_drift(self) -> None:
         """Fill `drift` ({encoder: {case: r}}, `attention_correlation` with scratch's maps) for
         every pretrained encoder whose initial weights scratch holds, and `drift_skipped`
-        ({encoder: reason}) for those with maps whose initial weights scratch does not hold."""
+        ({encoder: reason}) for those with maps whose initial weights scratch does not hold.
+        """
         initial = attention_dir(self.out, SCRATCH)
         if not initial.is_dir():
             return
@@ -180,7 +184,8 @@ class Collected:
 
     def groups(self, keys: list[str]) -> np.ndarray | None:
         """The phantom of each nodule case id (None when one is unknown): the classification
-        intervals resample phantoms, not nodules."""
+        intervals resample phantoms, not nodules.
+        """
         names = [self.nodule_phantom.get(Path(k).name) for k in keys]
         return None if any(n is None for n in names) else np.asarray(names)
 

@@ -40,7 +40,8 @@ def phantom_dir(out: Path) -> Path:
 
 def split_phantoms(n: int, holdout: float) -> tuple[int, int]:
     """(pretraining phantoms, held-out phantoms): the last `round(holdout * n)` (at least one
-    each) are held out."""
+    each) are held out.
+    """
     n_hold = min(max(1, round(holdout * n)), n - 1)
     return n - n_hold, n_hold
 

@@ -138,7 +138,8 @@ def differences(c: Collected) -> tuple[str, list[str]]:
 
 def _loss_rows(method: str, rows: list[dict[str, Any]], kinds: dict[str, str]) -> list[list[str]]:
     """Each `loss/*` term of a run: its kind (the method's `loss_terms`), first logged value and
-    mean over the last 10% of the rows."""
+    mean over the last 10% of the rows.
+    """
     rows = [r for r in rows if any(k.startswith("loss/") for k in r)]
     tail = rows[-max(1, len(rows) // 10) :]
     out = []
@@ -220,7 +221,8 @@ def pretraining_section(c: Collected) -> tuple[str, dict[str, list[str]]]:
     """The loss terms of every method (first value, last-10% mean), then each distillation
     family's health (`medmim.train.health.summarize`: entropy, CE against ln K, teacher cosines,
     verdict), and the families that did not learn by verdict ("uniform", "collapsed") for the
-    caveats."""
+    caveats.
+    """
     losses, health, stuck = [], [], {"uniform": [], "collapsed": []}
     for m in c.cfg.methods:
         rows, ln_k = pretrain_rows(c.out, m)

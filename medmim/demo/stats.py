@@ -47,7 +47,8 @@ def _boot(
     groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """`n` bootstrap values of `stat(indices)`: cases drawn with replacement or, with `groups`
-    (N,), whole groups drawn with replacement and all their cases taken."""
+    (N,), whole groups drawn with replacement and all their cases taken.
+    """
     rng = np.random.default_rng(seed)
     members = None
     if groups is not None:
@@ -84,7 +85,8 @@ def fast_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC of binary labels `y` (N,) in {0, 1} and scores `p` (N,), by the Mann-Whitney U
     statistic (ties count one half): AUC = (R_1 - n_1 (n_1 + 1) / 2) / (n_1 n_0), R_1 the rank
     sum of the positives. Equals `sklearn.metrics.roc_auc_score`, 20x faster on small N; NaN
-    when a class is missing."""
+    when a class is missing.
+    """
     y = np.asarray(y)
     n1 = int(np.count_nonzero(y == 1))
     n0 = len(y) - n1
@@ -101,7 +103,8 @@ def auc_ci(
     y: np.ndarray, p: np.ndarray, seed: int = 0, groups: np.ndarray | None = None
 ) -> Estimate:
     """ROC AUC of scores `p` (N,) for binary labels `y` (N,), with its bootstrap interval
-    (over `groups` (N,) when given)."""
+    (over `groups` (N,) when given).
+    """
     return _estimate(lambda i: _auc(y[i], p[i]), len(y), seed, groups)
 
 
@@ -131,7 +134,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_predictions(folder: Path) -> dict[str, tuple[int, float]]:
     """`medmim classify` test predictions at the largest fraction, averaged over the folds'
-    models: {case id: (label, p(class 1))}."""
+    models: {case id: (label, p(class 1))}.
+    """
     rows = [r for r in _rows(folder / "predictions.csv") if r["part"] == "test"]
     if not rows:
         return {}
@@ -158,7 +162,8 @@ def segment_case_dice(folder: Path) -> dict[str, float]:
 def localize_cases(folder: Path, percentile: float) -> dict[str, dict[str, float]]:
     """`medmim localize` per case: dice, pointing, and what a random mask of the same size
     would score (`chance_dice` = 2 P R / (V (P + R)), `chance_pointing` = R / V, with P the
-    predicted, R the reference and V = P / (1 - percentile / 100) the scored voxels)."""
+    predicted, R the reference and V = P / (1 - percentile / 100) the scored voxels).
+    """
     out = {}
     for r in _rows(folder / "localize.csv"):
         p, ref = float(r["predicted_voxels"]), float(r["reference_voxels"])

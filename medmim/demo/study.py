@@ -45,7 +45,8 @@ Stage = tuple[str, str, Callable[[], dict[str, Any] | None]]
 
 def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) -> list[str]:
     """`key=value` overrides of `<method>_demo` that give every method the same data and budget,
-    then the preset's own `demo:` section at this crop (`PresetDemo`), then the user's."""
+    then the preset's own `demo:` section at this crop (`PresetDemo`), then the user's.
+    """
     s, c = float(cfg.spacing), int(cfg.crop)
     warmup = max(1, cfg.pretrain_steps // 10)
     return (
@@ -109,7 +110,8 @@ def pretrain_stage(cfg: DemoConfig, method: str, out: Path) -> dict[str, Any]:
 
 def encoder_specs(cfg: DemoConfig, out: Path) -> dict[str, str]:
     """Encoder label -> `--encoder` spec: each method's export, then scratch, the first method's
-    architecture (and, with `noise_floor`, scratch again under the next seed: SCRATCH2)."""
+    architecture (and, with `noise_floor`, scratch again under the next seed: SCRATCH2).
+    """
     specs = {m: str(out / "pretrain" / m / "export") for m in cfg.methods}
     specs[SCRATCH] = f"scratch:{specs[cfg.methods[0]]}"
     if cfg.noise_floor:
@@ -187,7 +189,8 @@ def task_stage(cfg: DemoConfig, out: Path, task: str, label: str, spec: str) -> 
 def nodule_groups(cfg: DemoConfig, folds: int) -> str:
     """Folds keep each phantom's nodules together (`--group-key phantom`) when there are at least
     two training phantoms per fold; with fewer (the `tiny` budget) a grouped fold could train on
-    one class only, so the nodules are split individually."""
+    one class only, so the nodules are split individually.
+    """
     from medmim.demo.data import split_phantoms
 
     return (
@@ -197,7 +200,8 @@ def nodule_groups(cfg: DemoConfig, folds: int) -> str:
 
 def tumor_attention(attention_dir: Path, datalist: Path, split: str = "test") -> dict[str, float]:
     """Per case: mean attention inside the tumor / mean attention over the scored voxels
-    (attention > 0). 1 = no preference, the chance level; > 1 = the tumor is attended more."""
+    (attention > 0). 1 = no preference, the chance level; > 1 = the tumor is attended more.
+    """
     import nibabel as nib
     import numpy as np
 

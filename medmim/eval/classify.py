@@ -48,7 +48,8 @@ MODES = ("linear", "finetune")
 @dataclass
 class ClassifyConfig(LabelledOptions):
     """Options of `medmim classify` (CLI flags of the same names; the shared ones are
-    `LabelledOptions`')."""
+    `LabelledOptions`').
+    """
 
     mode: str = "linear"
     folds: int = 5

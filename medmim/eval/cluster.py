@@ -51,7 +51,8 @@ PROJECTIONS = ("umap", "pca")
 @dataclass
 class ClusterConfig(LabelledOptions):
     """Options of `medmim cluster` (CLI flags of the same names; the shared ones are
-    `LabelledOptions`')."""
+    `LabelledOptions`').
+    """
 
     split: str = "all"
     projection: str = "umap"

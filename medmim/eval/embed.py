@@ -222,7 +222,8 @@ def load_encoder(
 
 class _Scans(Dataset):
     """(index, input or None, (path, reason) or None) per record; a bad file is not raised here
-    (DataLoader workers would lose its message), it is handed back."""
+    (DataLoader workers would lose its message), it is handed back.
+    """
 
     def __init__(self, records: Sequence[Any], preprocess: Preprocessor) -> None:
         self.records, self.preprocess = records, preprocess

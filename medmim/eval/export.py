@@ -166,7 +166,8 @@ def _tokenizer_user() -> str:
 
 def has_cls_attention(meta: Mapping[str, Any]) -> bool:
     """Whether the exported encoder returns `cls` and `attn` (encoder.json's `has_cls_attention`;
-    an export written before that key is rebuilt from its `backbone` spec to ask it)."""
+    an export written before that key is rebuilt from its `backbone` spec to ask it).
+    """
     if "has_cls_attention" in meta:
         return bool(meta["has_cls_attention"])
     return bool(getattr(_build(meta["backbone"]), "has_cls_attention", False))

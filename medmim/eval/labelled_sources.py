@@ -171,7 +171,8 @@ def load_csv(
     group_key: str = "auto",
 ) -> LabelledSet:
     """Volumes listed in a CSV, each read and given `prepare(volume, recipe)`; `group_key` as in
-    `read_groups`."""
+    `read_groups`.
+    """
     from medmim.data.sources import csv_header, read_csv
 
     path = Path(path)
@@ -217,7 +218,8 @@ def source_recipe(
     source: str | Path, meta: dict[str, Any], override: str | None
 ) -> dict[str, Any] | None:
     """The intensity recipe for a CSV's volumes: `recipe`, else the encoder's (see
-    `medmim.eval.runtime.resolve_recipe`); None for a MedMNIST npz, which is already 0..255."""
+    `medmim.eval.runtime.resolve_recipe`); None for a MedMNIST npz, which is already 0..255.
+    """
     from medmim.eval.runtime import resolve_recipe
 
     return resolve_recipe(meta, override) if Path(source).suffix.lower() == ".csv" else None
@@ -233,7 +235,8 @@ def load_labelled(
     group_key: str = "auto",
 ) -> LabelledSet:
     """A CSV or MedMNIST npz as a `LabelledSet` (see the module docstring); `group_key` as in
-    `read_groups` (an npz has no groups: only 'auto' or 'none' go with one)."""
+    `read_groups` (an npz has no groups: only 'auto' or 'none' go with one).
+    """
     path = Path(source)
     if not path.is_file():
         raise DataError(path, "not found; give a CSV (image,label) or a MedMNIST .npz")

@@ -18,7 +18,8 @@ def _is_tiny(x: float, digits: int) -> bool:
 
 def format_value(value: Any, digits: int = 3) -> str:
     """`0.812`, `0.812 ± 0.031`, `8.28e-06 ± 2.3e-07` (tiny means keep 3 significant digits),
-    or `–` for a missing or non-finite value."""
+    or `–` for a missing or non-finite value.
+    """
     if isinstance(value, dict) and "mean" in value:
         mean, std = value.get("mean"), value.get("std")
         if mean is None or not math.isfinite(mean):

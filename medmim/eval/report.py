@@ -138,7 +138,8 @@ def read_results(path: str | Path) -> dict[str, Any]:
 @dataclass
 class RunResult:
     """One column of the report: a results.json (or a pretraining run's last metrics and its
-    distillation health per token family)."""
+    distillation health per token family).
+    """
 
     label: str
     folder: Path
@@ -152,7 +153,8 @@ class RunResult:
 
 def _pretrain_result(run_dir: Path, label: str) -> RunResult | None:
     """The last logged value of each scalar in `metrics.jsonl`, its distillation health, and
-    `figures/*.png`."""
+    `figures/*.png`.
+    """
     log = run_dir / "metrics.jsonl"
     if not log.is_file():
         return None
@@ -188,7 +190,8 @@ HEALTH_HEADER = [
 
 def health_rows(health: dict[str, FamilyHealth]) -> list[list[str]]:
     """One Markdown row per family under HEALTH_HEADER; "end" is the mean over the last 10% of
-    the logged steps."""
+    the logged steps.
+    """
     rows = []
     for h in health.values():
         note = "; CE above ln K" if h.ce_above_ln_k else ""

@@ -29,7 +29,8 @@ def autocast(device: torch.device) -> torch.autocast:
 
 def default_roi(roi: Sequence[int] | None, meta: dict[str, Any]) -> list[int]:
     """The sliding-window / training ROI: `--roi`, else the encoder's pretraining crop
-    (`crop_size` of its encoder.json, the field of view it learned), else 96^3."""
+    (`crop_size` of its encoder.json, the field of view it learned), else 96^3.
+    """
     return [int(r) for r in (roi or meta.get("crop_size") or [96, 96, 96])]
 
 
@@ -64,7 +65,8 @@ def check_data_recipe(
 ) -> None:
     """Stop (`ConfigError`) when `recipe` is made for another modality than a few of `records`
     (`medmim.data.recipe_check`; `crops`: volumes cut around objects, see there), naming
-    `--plan` / `--recipe` / `--force-recipe`; `force` skips the check."""
+    `--plan` / `--recipe` / `--force-recipe`; `force` skips the check.
+    """
     if force:
         return
     from medmim.data.recipe_check import EVAL_FIXES, check_recipe_modality

@@ -104,7 +104,8 @@ class SliceFirstEncoder(nn.Module):
 
 def slice_first_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """`(SliceFirstEncoder(model), meta with crop_size in (X, Y, Z) order)` for an export
-    with `"slice_first": true`; `(model, meta)` unchanged otherwise."""
+    with `"slice_first": true`; `(model, meta)` unchanged otherwise.
+    """
     if not meta.get("slice_first"):
         return model, meta
     crop = meta.get("crop_size")

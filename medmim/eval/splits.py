@@ -189,7 +189,8 @@ def _check_parts(
     pairs: list[tuple[np.ndarray, np.ndarray]], test: np.ndarray, labels: np.ndarray
 ) -> None:
     """Grouped parts: no empty part, >= 2 classes to train on; a class missing elsewhere is
-    logged (its AUC is then undefined)."""
+    logged (its AUC is then undefined).
+    """
     classes = np.unique(labels)
     parts = [("test", test)] if len(test) else []
     for fold, (train, val) in enumerate(pairs):

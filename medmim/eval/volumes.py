@@ -68,7 +68,8 @@ def case_name(path: str | Path) -> str:
 
 def record_case_name(record: Record) -> str:
     """`case_name` of a record's image, plus '_series-<hash>' for one series of a DICOM folder
-    that holds several (so their outputs do not overwrite each other)."""
+    that holds several (so their outputs do not overwrite each other).
+    """
     name = case_name(record.image)
     if getattr(record, "series", None) is not None:
         from medmim.data.sources import series_tag
@@ -168,7 +169,7 @@ def to_original(volume: Tensor, meta: dict[str, Any], mode: str = "bilinear") ->
 
 
 def to_original_labels(probs: Tensor, meta: dict[str, Any], chunk: int = 2) -> Tensor:
-    """argmax over classes of `to_original(probs)`, resampling `chunk` classes at a time.
+    """Argmax over classes of `to_original(probs)`, resampling `chunk` classes at a time.
 
     Args:
         probs: (K, X', Y', Z') class probabilities on the recipe grid.

@@ -66,7 +66,7 @@ class MIPHead(nn.Module):
     def scale_for(
         input_shape: Sequence[int], bottleneck_shape: Sequence[int]
     ) -> tuple[int, int, int]:
-        """s per axis for an input (D, H, W) and a bottleneck (d, h, w); each must divide exactly."""
+        """S per axis for an input (D, H, W) and a bottleneck (d, h, w); each must divide exactly."""
         if any(int(i) % int(b) for i, b in zip(input_shape, bottleneck_shape)):
             raise ValueError(
                 f"input {tuple(input_shape)} is not a multiple of the bottleneck {tuple(bottleneck_shape)}"

@@ -84,7 +84,7 @@ class Rope3D(nn.Module):
         return torch.cat([theta_h, theta_w], dim=-1)
 
     def cos_sin(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and sin of `angles(coords)`, each repeated per interleaved pair: (N, head_dim)."""
+        """Cos and sin of `angles(coords)`, each repeated per interleaved pair: (N, head_dim)."""
         theta = self.angles(coords).repeat_interleave(2, dim=-1)
         return theta.cos(), theta.sin()
 

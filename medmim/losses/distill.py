@@ -253,7 +253,8 @@ class DistillationLoss(nn.Module):
 
     def _patch_targets(self, teacher: Tensor, masked: Tensor, step: int) -> Tensor:
         """(B, N, K) targets: centred softmax of every token, or Sinkhorn-Knopp over the masked
-        tokens (`masked` (B, N) bool) with zero targets elsewhere (they are not in the loss)."""
+        tokens (`masked` (B, N) bool) with zero targets elsewhere (they are not in the loss).
+        """
         if self.centering != "sinkhorn":
             return self.teacher_probs(teacher, step)
         probs = teacher.new_zeros(teacher.shape, dtype=torch.float32)
@@ -274,7 +275,7 @@ class DistillationLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher: Sequence[Tensor]) -> None:
-        """c <- m c + (1 - m) mean(t), the mean over every token of every view and rank.
+        """C <- m c + (1 - m) mean(t), the mean over every token of every view and rank.
 
         Global outputs (B, K) are averaged over the batch; patch outputs (B, N, K) over tokens,
         then over the batch (iBOT). Under torch.distributed the sums are all-reduced. A no-op
@@ -300,7 +301,8 @@ def _check_views(
     extra_student: bool = False,
 ) -> None:
     """Views must be lists of equally shaped tensors, as many student views as teacher views
-    (or, with `extra_student`, at least as many: the extra ones are local crops)."""
+    (or, with `extra_student`, at least as many: the extra ones are local crops).
+    """
     if isinstance(student, Tensor) or isinstance(teacher, Tensor):
         raise TypeError("pass the views as a list of tensors, one per view: [view1, view2]")
     too_few = len(student) < len(teacher) if extra_student else len(student) != len(teacher)

@@ -39,7 +39,7 @@ class KoLeoLoss(nn.Module):
         self.eps = float(eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (n, C) embeddings -> scalar loss; 0 (still attached to `x`) when n < 2."""
+        """X (n, C) embeddings -> scalar loss; 0 (still attached to `x`) when n < 2."""
         if x.dim() != 2:
             raise ValueError(f"KoLeoLoss wants (n, C) embeddings, got shape {tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -62,7 +62,7 @@ def sinkhorn_knopp(logits: Tensor, temp: float, iterations: int = 3) -> Tensor:
 
 
 def _global_logsumexp(log_q: Tensor) -> Tensor:
-    """log sum_r exp(log_q[r, k]) over the rows of every rank: (R, K) -> (1, K)."""
+    """Log sum_r exp(log_q[r, k]) over the rows of every rank: (R, K) -> (1, K)."""
     if len(log_q):
         top = log_q.amax(dim=0, keepdim=True)
     else:

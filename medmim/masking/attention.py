@@ -155,7 +155,8 @@ class HighAttentionMasker(_AttentionMasker):
     ) -> MaskOutput:
         """Mask the top-attended tokens of every sample (`attn` required; `generator` draws the
         random parts: ratio, gate, code hints). `hints` are the revealed tokens (all False for
-        hints="none"); `ratio` is the r of this batch."""
+        hints="none"); `ratio` is the r of this batch.
+        """
         scores = self._scores(grid, batch_size, attn)
         n = scores.shape[1]
         r = self.draw_ratio(generator)

@@ -110,7 +110,8 @@ class BlockwiseMasker(Masker):
         generator: torch.Generator | None,
     ) -> MaskOutput:
         """One block mask per sample, drawn on the CPU by a Python RNG that `generator` seeds,
-        then moved to `device`; `ratio` is the mean ratio asked for (`attn` is ignored)."""
+        then moved to `device`; `ratio` is the mean ratio asked for (`attn` is ignored).
+        """
         seed = int(
             host_scalar(
                 torch.randint(
@@ -168,8 +169,9 @@ class BlockwiseMasker(Masker):
 
 
 def default_min_cells(grid: Sequence[int]) -> int:
-    """iBOT's smallest block, (min(H, W) // 3)^2 on its 2D grid, over the k axes of `grid`
-    longer than one cell: (min // 3)^k, at least 1 (8 for 6^3, 16 for 1 x 14 x 14)."""
+    """IBOT's smallest block, (min(H, W) // 3)^2 on its 2D grid, over the k axes of `grid`
+    longer than one cell: (min // 3)^k, at least 1 (8 for 6^3, 16 for 1 x 14 x 14).
+    """
     sides = [int(g) for g in grid if g > 1]
     return max(1, (min(sides) // 3) ** len(sides)) if sides else 1
 

@@ -127,7 +127,8 @@ def num_masked(ratio: float, n: int, rounding: str = "ceil") -> int:
 def host_scalar(value: Tensor) -> int | float:
     """The value of a one-element tensor drawn on the host (a CPU random draw for a ratio or a
     seed). Reading a CPU tensor never waits for an accelerator; the host-sync test
-    (tests/methods/test_host_sync.py) counts every read of a tensor except those made here."""
+    (tests/methods/test_host_sync.py) counts every read of a tensor except those made here.
+    """
     return value.item()
 
 

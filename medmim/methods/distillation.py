@@ -135,8 +135,9 @@ class LossTerms:
         self.logs: dict[str, Any] = {}
 
     def add(self, name: str, weight: float, value: Tensor | Callable[[], Tensor]) -> None:
-        """total += weight * value (a tensor, or a callable run only if weight != 0), logged as
-        `loss/<name>` (unweighted)."""
+        """Total += weight * value (a tensor, or a callable run only if weight != 0), logged as
+        `loss/<name>` (unweighted).
+        """
         if weight == 0:
             return
         value = value() if callable(value) else value
@@ -241,7 +242,8 @@ class SelfDistillation(PretrainMethod):
 
     def frozen_parameters(self, step: int) -> Sequence[nn.Parameter]:
         """The student heads' last layers during the first `context.freeze_last_layer_steps`
-        steps (DINO's `cancel_gradients_last_layer`, `optim.freeze_last_layer_epochs`)."""
+        steps (DINO's `cancel_gradients_last_layer`, `optim.freeze_last_layer_epochs`).
+        """
         if step >= self.context.freeze_last_layer_steps:
             return ()
         return [p for name in self.head_names for p in self.student[name].last_layer_parameters()]
@@ -288,7 +290,8 @@ class SelfDistillation(PretrainMethod):
         local: Tensor | None = None,
     ) -> Tensor:
         """Cross-view CE of global tokens (ITD / AITD / GITD): (V*B, C) student and teacher tokens,
-        and optionally (L*B, C) student tokens of L local crops (extra student views)."""
+        and optionally (L*B, C) student tokens of L local crops (extra student views).
+        """
         if local is None:
             s = self.student[head](student).chunk(views)
         else:

@@ -170,7 +170,8 @@ class PUMITTokenizer(PretrainMethod):
     @torch.no_grad()
     def codebook_usage(self, logits: Tensor) -> Tensor:
         """Fraction of codes that are the argmax of at least one token in the batch (0-d, on
-        the logits' device: read at logging steps only)."""
+        the logits' device: read at logging steps only).
+        """
         codes = logits.argmax(dim=-1).flatten()
         return torch.bincount(codes, minlength=logits.shape[-1]).gt(0).float().mean()
 

@@ -60,7 +60,8 @@ def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
 
 class DiskFullError(ConfigError):
     """A checkpoint could not be written because its disk is full; the previous file at the
-    same path is intact."""
+    same path is intact.
+    """
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -120,7 +121,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def remove_stale_temps(folder: Path) -> None:
     """Delete temporary files that a killed writer left behind: `.<name>.tmp-<pid>` files whose
-    process no longer runs (a live writer's file, this process's included, is left alone)."""
+    process no longer runs (a live writer's file, this process's included, is left alone).
+    """
     for tmp in folder.glob(".*.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and _alive(int(pid)):

@@ -169,7 +169,8 @@ class RunConfig:
     @staticmethod
     def config_prepare(cfg: Any) -> Any:
         """Before validation: `data.recipe: <preset>` in YAML and `data.plan` (medmim.data.plan);
-        a preset's `demo` section (what `medmim demo` adds to the preset) is not a run setting."""
+        a preset's `demo` section (what `medmim demo` adds to the preset) is not a run setting.
+        """
         from medmim.data.plan import prepare_run_config
 
         if "demo" in cfg:

@@ -135,7 +135,8 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
 def _is_check(s: Session, done: int, stop: StopRequest | None) -> bool:
     """Whether the step that makes `done` steps reads its counters back (a host
     synchronisation): logging, checkpoint and last steps (the same on every rank), and, in one
-    process, the step after a stop request."""
+    process, the step after a stop request.
+    """
     t = s.cfg.train
     return (
         done == 1
@@ -149,7 +150,8 @@ def _is_check(s: Session, done: int, stop: StopRequest | None) -> bool:
 
 def _stop_requested(s: Session, stop: StopRequest) -> bool:
     """Whether any process got SIGINT/SIGTERM (under DDP agreed on at logging steps only, so
-    that other steps stay free of an extra collective)."""
+    that other steps stay free of an extra collective).
+    """
     if not s.info.distributed:
         return stop.signum is not None
     if s.step % int(s.cfg.train.log_every):
@@ -166,7 +168,8 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
 
     Outside check steps nothing is read back from the device (no `.item()`, no branch on a
     tensor): the non-finite flag goes to the guard's device counter. At a check step the
-    counters are all-reduced and read once, before the update (`medmim.train.guard`)."""
+    counters are all-reduced and read once, before the update (`medmim.train.guard`).
+    """
     lr, wd, info = s.schedule.lr_at(step), s.schedule.wd_at(step), s.info
     apply_schedule(s.optimizer, lr, wd)
     accumulate = int(s.cfg.optim.accumulate)
@@ -226,7 +229,8 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
 
 def _check(s: Session, step: int, n_bad: int) -> bool:
     """The guard's decision at check step `step` given the non-finite steps since the last
-    check (this one included): True = apply this step's update."""
+    check (this one included): True = apply this step's update.
+    """
     if n_bad == 0:
         if s.guard.last_clean:
             s.nonfinite_row = 0  # two clean checks in a row: the run makes progress

@@ -40,7 +40,8 @@ class Schedule:
     def from_config(cls, optim: Any, steps_per_epoch: int, total_steps: int) -> Schedule:
         """Build from an `OptimConfig` (epochs converted to steps; `warmup_steps`, when set,
         overrides `warmup_epochs`). `optim.lr` should be resolved first (`resolve_lr`); when
-        it is null, `base_lr` scaled to a batch of 1 is used."""
+        it is null, `base_lr` scaled to a batch of 1 is used.
+        """
         warmup_steps = getattr(optim, "warmup_steps", None)
         if warmup_steps is None:
             warmup_steps = round(float(optim.warmup_epochs) * steps_per_epoch)
@@ -138,7 +139,8 @@ def build_optimizer(module: nn.Module, optim: Any) -> torch.optim.AdamW:
 
     On CUDA the fused kernel (one launch for all parameters, the step counter on the device);
     elsewhere PyTorch's default (foreach where supported), which keeps CPU runs bit-identical
-    across versions of this code."""
+    across versions of this code.
+    """
     groups = [g for g in param_groups(module, optim.no_decay_keys) if g["params"]]
     if not groups:
         raise ConfigError("the method has no trainable parameters (all requires_grad=False)")

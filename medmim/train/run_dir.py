@@ -125,7 +125,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 def estimate_checkpoint_bytes(method: nn.Module) -> int:
     """Rough size of one checkpoint: the method's state plus two AdamW moments per trainable
     parameter, plus 5% for the rest. Non-tensor state_dict entries (counters, flags that some
-    modules keep through `get_extra_state`) are not counted."""
+    modules keep through `get_extra_state`) are not counted.
+    """
     state = sum(
         t.numel() * t.element_size() for t in method.state_dict().values() if torch.is_tensor(t)
     )
@@ -135,7 +136,8 @@ def estimate_checkpoint_bytes(method: nn.Module) -> int:
 
 def check_disk_space(run_dir: Path, ckpt_bytes: int, total_steps: int, keep_every: int) -> int:
     """Fail now if the disk cannot hold last.ckpt twice (old + new while replacing), every
-    kept step-XXXXXX.ckpt, and the logs. Returns the bytes needed."""
+    kept step-XXXXXX.ckpt, and the logs. Returns the bytes needed.
+    """
     keeps = total_steps // keep_every if keep_every > 0 else 0
     need = (2 + keeps) * ckpt_bytes + LOG_RESERVE_BYTES
     free = shutil.disk_usage(run_dir).free
@@ -160,7 +162,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml, or, when it cannot be parsed (truncated by a crash or a full
-    disk), the config stored in its last.ckpt (with a warning); {} when neither can be read."""
+    disk), the config stored in its last.ckpt (with a warning); {} when neither can be read.
+    """
     path = run_dir / CONFIG_FILE
     try:
         saved = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -135,7 +135,8 @@ class Session:
 
     def restore(self) -> None:
         """Continue from last.ckpt (or the newest readable kept copy when it is unreadable):
-        weights, optimizer, scaler, counters, RNG, data state."""
+        weights, optimizer, scaler, counters, RNG, data state.
+        """
         ckpt, _ = ck.load_resume_checkpoint(self.run_dir / CKPT_DIR)
         ck.restore_state(ckpt, self.method, self.optimizer, self.scaler)
         self.step = int(ckpt["step"])
@@ -226,7 +227,8 @@ def open_session(
 ) -> Session:
     """Check, build (or restore) everything of a run before its first step; `lock` (the run
     directory's, taken here by rank 0 before anything is checked or written) is the caller's
-    to release."""
+    to release.
+    """
     run_dir = Path(cfg.output_dir) / cfg.name
     lr_note = _check_run(cfg, info, run_dir, lock)
     data = _build_data(cfg, info, run_dir, dataset)
@@ -291,7 +293,8 @@ class _Optim:
 
 def _check_run(cfg: DictConfig, info: DistInfo, run_dir: Path, lock: RunLock | None) -> str:
     """Take the lock, resolve the learning rate, check the run directory (and the saved settings
-    on resume), set deterministic algorithms; returns the learning-rate line for train.log."""
+    on resume), set deterministic algorithms; returns the learning-rate line for train.log.
+    """
     if lock is not None:
         _on_main(info, lock.acquire)
     lr_note = _resolve_lr(cfg, info)
@@ -307,7 +310,8 @@ def _check_run(cfg: DictConfig, info: DistInfo, run_dir: Path, lock: RunLock | N
 
 def _build_data(cfg: DictConfig, info: DistInfo, run_dir: Path, dataset: Any) -> _Data:
     """The dataset (built from `cfg.data` unless given), the step counts, and the loader with
-    the data mode's batch sampler, if it has one."""
+    the data mode's batch sampler, if it has one.
+    """
     from medmim.data import pretrain as pretrain_data  # the data package, on demand
 
     if dataset is None:
@@ -342,7 +346,8 @@ def _build_optimizer(
     cfg: DictConfig, info: DistInfo, method: PretrainMethod, data: _Data
 ) -> _Optim:
     """AdamW over the method's parameters, the gradient scaler (on for fp16 only), the lr / wd
-    schedule and the autocast dtype ("auto": bf16 on CUDA, fp32 elsewhere)."""
+    schedule and the autocast dtype ("auto": bf16 on CUDA, fp32 elsewhere).
+    """
     amp = PRECISIONS.get(
         str(cfg.train.precision), torch.bfloat16 if info.device.type == "cuda" else None
     )
@@ -356,7 +361,8 @@ def _build_optimizer(
 
 def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
     """Write the peak learning rate into `cfg.optim.lr` (saved in config.yaml); return a line
-    for train.log that says where it came from."""
+    for train.log that says where it came from.
+    """
     batch = int(cfg.data.batch_size) * int(cfg.optim.accumulate) * info.world_size
     how = (
         "optim.lr, as given"
@@ -373,7 +379,8 @@ def _resolve_lr(cfg: DictConfig, info: DistInfo) -> str:
 
 def _build_method(cfg: DictConfig, info: DistInfo, data: _Data, method: Any) -> PretrainMethod:
     """The method (built from `cfg.method` and `cfg.model` unless given) on the device, with
-    activation checkpointing and `init_from` applied."""
+    activation checkpointing and `init_from` applied.
+    """
     if method is None:
         spe, dataset = data.steps_per_epoch, data.dataset
         channels = getattr(dataset, "in_channels", None) or int(dataset[0]["views"][0].shape[0])

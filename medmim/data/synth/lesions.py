@@ -70,7 +70,8 @@ def _place(
     radius: float,
 ) -> np.ndarray | None:
     """A centre in `organ` whose organ distance lies in `inside` (mm), at least `clearance` mm
-    from every `avoid` shape and clear of already placed lesions; None when none is found."""
+    from every `avoid` shape and clear of already placed lesions; None when none is found.
+    """
     lo, hi = organ.lo, organ.hi
     for _ in range(4):
         cand = lo + (hi - lo) * rng.random((600, 3))

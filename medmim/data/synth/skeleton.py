@@ -1,5 +1,6 @@
 """The skeleton of a phantom: vertebrae (cortical shell, cancellous body, posterior arch,
-spinal canal), intervertebral discs and ribs."""
+spinal canal), intervertebral discs and ribs.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def _paint_arch(canvas: Canvas, torso: Torso, zc: float, y_front: float, canal_y
 
 def _paint_ribs(canvas: Canvas, torso: Torso, zc: float, canal_y: float) -> None:
     """Two ribs leaving the transverse processes, following the chest wall and dropping
-    30-50 mm towards the front; lower ribs end further back (floating ribs)."""
+    30-50 mm towards the front; lower ribs end further back (floating ribs).
+    """
     rng = torso.rng
     sx, sy, sz = (float(v) for v in torso.s)
     depth = torso.t_fat + 0.6 * torso.t_mus + 4
