@@ -25,60 +25,51 @@ def _block_after(heading: str) -> str:
     return match.group(1)
 
 
-def test_swinunetr_snippet_runs_on_an_export(tmp_path: Path) -> None:
+def _tiny_export(tmp_path: Path, name: str, crop: int) -> None:
+    """A tiny Swin encoder exported as runs/<name>/export under `tmp_path`."""
     model = BACKBONES.build(TINY_SWIN)
     ckpt = tmp_path / "last.ckpt"
+    config = {
+        "data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [crop] * 3},
+        "method": {"name": "smart"},
+    }
     torch.save(
         {
             "encoder": model.state_dict(),
             "encoder_config": model.config,
             "step": 1,
-            "config": {
-                "data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [64, 64, 64]},
-                "method": {"name": "smart"},
-            },
+            "config": config,
         },
         ckpt,
     )
-    export(ckpt, tmp_path / "runs" / "smart" / "export")
-    code = _block_after("## Load exported weights into MONAI's SwinUNETR")
-    out, cwd = io.StringIO(), os.getcwd()
+    export(ckpt, tmp_path / "runs" / name / "export")
+
+
+def _run_block(heading: str, cwd: Path) -> str:
+    """Run the README's python block after `heading` in `cwd`; returns what it printed."""
+    code = _block_after(heading)
+    out, old = io.StringIO(), os.getcwd()
     try:
-        os.chdir(tmp_path)
+        os.chdir(cwd)
         with contextlib.redirect_stdout(out):
             exec(compile(code, "README.md", "exec"), {})
     finally:
-        os.chdir(cwd)
-    assert out.getvalue().strip() == "torch.Size([1, 14, 96, 96, 96])"
+        os.chdir(old)
+    return out.getvalue().strip()
+
+
+def test_swinunetr_snippet_runs_on_an_export(tmp_path: Path) -> None:
+    _tiny_export(tmp_path, "smart", 64)
+    printed = _run_block("## Load exported weights into MONAI's SwinUNETR", tmp_path)
+    assert printed == "torch.Size([1, 14, 96, 96, 96])"
 
 
 def test_python_quickstart_runs_on_an_export(tmp_path: Path) -> None:
     import nibabel as nib
     import numpy as np
 
-    model = BACKBONES.build(TINY_SWIN)
-    ckpt = tmp_path / "last.ckpt"
-    torch.save(
-        {
-            "encoder": model.state_dict(),
-            "encoder_config": model.config,
-            "step": 1,
-            "config": {
-                "data": {"recipe": {"spacing": [2.0, 2.0, 2.0]}, "crop_size": [32, 32, 32]},
-                "method": {"name": "smart"},
-            },
-        },
-        ckpt,
-    )
-    export(ckpt, tmp_path / "runs" / "ct" / "export")
+    _tiny_export(tmp_path, "ct", 32)
     scan = np.random.default_rng(0).uniform(-1000, 1000, (40, 36, 30)).astype(np.float32)
     nib.save(nib.Nifti1Image(scan, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / "scan.nii.gz")
-    code = _block_after("From Python:")
-    out, cwd = io.StringIO(), os.getcwd()
-    try:
-        os.chdir(tmp_path)
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, "README.md", "exec"), {})
-    finally:
-        os.chdir(cwd)
-    assert re.fullmatch(r"\(\d+,\) (cls|pooled)", out.getvalue().strip()), out.getvalue()
+    printed = _run_block("From Python:", tmp_path)
+    assert re.fullmatch(r"\(\d+,\) (cls|pooled)", printed), printed
