@@ -114,10 +114,14 @@ def gpu_measurements(
     Args:
         device: a CUDA device; any other gives the "not measured: no GPU" placeholders, unless
             `force` (the tests run the same code on a CPU, where no batch size runs out).
-        method, preset: the method and its preset (default: the paper preset, `method`).
-        sizes: cubic input sizes; batch, repeats: of the throughput measurement.
+        method: the method measured.
+        sizes: cubic input sizes.
+        batch: batch size of the throughput measurement.
+        repeats: measured rounds of the throughput measurement.
         peak: peak dense bf16 TFLOP/s (default: `peak_tflops` of the GPU's name).
         limit: the largest batch tried.
+        preset: the method's preset (default: the paper preset, `method`).
+        force: measure on a device that is not CUDA too.
     """
     if device.type != "cuda" and not force:
         return {"bf16_throughput": NO_GPU, "largest_batch": NO_GPU, "mfu": NO_GPU}

@@ -40,6 +40,11 @@ def step_memory_subprocess(
 
 
 def main(argv: list[str]) -> int:
+    """Print `step_memory` of one method on the CPU as one JSON line; returns 0.
+
+    Args:
+        argv: method, cubic input size, batch and optionally a torch thread count (0: default).
+    """
     method, size, batch = argv[0], int(argv[1]), int(argv[2])
     if len(argv) > 3 and int(argv[3]):
         torch.set_num_threads(int(argv[3]))

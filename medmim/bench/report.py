@@ -17,6 +17,7 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def steps_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the pretraining-step measurements, one row per method."""
     header = [
         "method",
         "preset",
@@ -56,6 +57,7 @@ def steps_table(rows: list[dict[str, Any]]) -> str:
 
 
 def data_table(d: dict[str, Any]) -> str:
+    """Markdown table of the data loader's two-view samples per second per worker count."""
     body = [
         [
             str(r["workers"]),
@@ -79,6 +81,7 @@ def data_table(d: dict[str, Any]) -> str:
 
 
 def gpu_lines(g: dict[str, Any]) -> list[str]:
+    """Markdown bullets of the GPU figures: bf16 throughput, largest batch and MFU."""
     if isinstance(g.get("bf16_throughput"), str):
         return [
             f"- bf16 throughput: {g['bf16_throughput']}",

@@ -43,6 +43,7 @@ def interleaved(
         fns: name -> function of the round index (e.g. the training step number).
         repeats: measured rounds (>= 1) after `warmup` unmeasured ones.
         device: synchronised around each call when it is a CUDA device.
+        warmup: unmeasured rounds run first.
 
     Returns:
         name -> {"wall_s", "cpu_s", "wall_min_s"}.

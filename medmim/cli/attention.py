@@ -51,11 +51,13 @@ def window_options(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the encoder flags and the window flags to `parser`."""
     add_encoder_flags(parser)
     add_window_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the attention maps of every scan of `--source` under `--out`; returns 0."""
     from medmim.eval.attention import AttentionConfig, run_attention
 
     cfg = AttentionConfig(

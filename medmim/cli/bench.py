@@ -17,6 +17,7 @@ settings: see BenchConfig in medmim/bench/suite.py"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the key=value settings, --quick / --tiny and --out to `parser`."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="benchmark settings")
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the benchmarks, write bench.json and bench.md and print the tables; returns 0."""
     from medmim.bench.suite import bench_config, run_bench
 
     cfg = bench_config(

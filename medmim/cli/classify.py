@@ -1,7 +1,7 @@
-"""`medmim classify`: linear probing or fine-tuning with stratified folds and data fractions.
+r"""`medmim classify`: linear probing or fine-tuning with stratified folds and data fractions.
 
 Example:
-    medmim classify --encoder runs/smart/export --source phantoms/nodules.csv --mode linear \\
+    medmim classify --encoder runs/smart/export --source phantoms/nodules.csv --mode linear \
         --folds 5 --fractions 0.25,0.5,1.0 --out cls/smart
     medmim classify --encoder scratch:runs/smart/export ...     # same architecture, random init
 """
@@ -25,6 +25,7 @@ def fraction_list(text: str) -> list[float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the labelled-data flags and the linear-probe / fine-tuning flags to `parser`."""
     add_labelled_flags(parser)
     parser.add_argument(
         "--mode",
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the classification study and print test / val AUC and accuracy; returns 0."""
     from medmim.eval.classify import ClassifyConfig, run_classify
     from medmim.eval.probe import FinetuneConfig
 

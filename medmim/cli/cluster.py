@@ -13,6 +13,7 @@ from medmim.cli._labelled_args import add_labelled_flags, labelled_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the labelled-data flags, --split and the projection / k-means flags to `parser`."""
     add_labelled_flags(parser)
     add_flag(
         parser,
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure the class separation of the embeddings and print each metric; returns 0."""
     from medmim.eval.cluster import ClusterConfig, run_cluster
     from medmim.eval.markdown import format_value
 

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one sub-parser per installed `medmim.cli.data_<name>` module to `parser`."""
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
         module = f"medmim.cli.data_{name}"
@@ -27,4 +28,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen data subcommand; returns its exit code (0 when it returns None)."""
     return int(importlib.import_module(args._data_module).run(args) or 0)

@@ -14,6 +14,7 @@ from medmim.data.config import RECIPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the source, recipe, cache-folder, source-field and error flags to `parser`."""
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
     add_flag(parser, "recipe", default="smart", help=f"preset: {', '.join(RECIPES)}")
     parser.add_argument(
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Cache every scan of the source and print the counts; returns 1 if none was cached."""
     from medmim.data.cache import VolumeCache, cache_records
     from medmim.data.preprocess import recipe_from_args
     from medmim.data.sources import resolve_source

@@ -14,6 +14,7 @@ from medmim.cli._eval_args import add_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the source, --out, the source-field and the sampling flags to `parser`."""
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
     add_flag(
         parser,
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the source's fingerprint (and write it to --out); returns 1 if none is readable."""
     from medmim.data.fingerprint import fingerprint, format_summary
     from medmim.data.sources import resolve_source
 

@@ -14,6 +14,7 @@ from medmim.cli._eval_args import add_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the output, count, seed, size, nodule and worker flags to `parser`."""
     add_flag(parser, "out", required=True, help="output folder (created)")
     parser.add_argument("--n", type=int, default=16, help="number of phantoms (default 16)")
     add_flag(parser, "seed", type=int, default=0, help="seed; same seed, same bytes (default 0)")
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Generate the phantoms under a progress bar and print their summary; returns 0."""
     from tqdm import tqdm
 
     from medmim.data.phantoms import generate_phantoms

@@ -14,6 +14,7 @@ from medmim.cli._eval_args import add_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the source, --out, --max-crop, the source-field and sampling flags to `parser`."""
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
     add_flag(
         parser,
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fingerprint the source, print the plan and write it to `--out`; returns 0."""
     from medmim.data.fingerprint import fingerprint
     from medmim.data.plan import format_plan, make_plan, write_plan
     from medmim.data.sources import resolve_source

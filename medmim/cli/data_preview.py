@@ -12,6 +12,7 @@ from medmim.data.config import RECIPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the source, output, scan index, recipe, view and cache flags to `parser`."""
     parser.add_argument("source", help="folder, MSD datalist JSON, CSV, MedMNIST .npz or one image")
     add_flag(parser, "out", type=Path, default=Path("preview.png"), help="PNG to write")
     parser.add_argument("--index", type=int, default=0, help="which scan of the source")
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the preview PNG of scan `--index` of the source; returns 0.
+
+    Raises:
+        ConfigError: `--index` is not a scan of the source.
+    """
     from medmim.data.preprocess import recipe_from_args
     from medmim.data.preview import preview_views
     from medmim.data.sources import resolve_source

@@ -24,6 +24,7 @@ settings (key=value; documented in medmim/demo/config.py):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the budget, output, seed and restart flags to `parser`; the epilog lists settings."""
     import dataclasses
     import textwrap
 
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run or continue the demo; returns `run_demo`'s exit code, or 130 when interrupted."""
     from medmim.demo.config import demo_config
     from medmim.demo.pipeline import run_demo
 

@@ -18,6 +18,7 @@ from medmim.cli._labelled_args import add_feature_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the encoder, source-field, error-handling and feature flags to `parser`."""
     add_encoder_flags(parser)
     add_flag(parser, "image_key", default="image", help="datalist / CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the embeddings of every scan of the source under `--out`; returns 0."""
     from medmim.eval.embed import EmbedOptions, run_embed
 
     opts = EmbedOptions(

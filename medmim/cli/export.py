@@ -7,6 +7,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the run-or-checkpoint argument and --out to `parser`."""
     parser.add_argument(
         "source", metavar="RUN_OR_CKPT", help="a run directory (runs/<name>) or a .ckpt file"
     )
@@ -16,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Export the run's encoder and print the files and how to load them; returns 0."""
     from medmim.eval.export import ENCODER_META, ENCODER_WEIGHTS, export, is_tokenizer
 
     out = export(args.source, args.out)

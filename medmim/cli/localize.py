@@ -1,7 +1,7 @@
-"""`medmim localize`: zero-shot localization by thresholding attention maps (SMART sec. 5.5).
+r"""`medmim localize`: zero-shot localization by thresholding attention maps (SMART sec. 5.5).
 
 Examples:
-    medmim localize --encoder runs/smart/export --source phantoms/tumors.json --mask-key tumor \\
+    medmim localize --encoder runs/smart/export --source phantoms/tumors.json --mask-key tumor \
         --out loc/smart
     medmim localize --attention att/smart --source phantoms/tumors.json --out loc/smart
 """
@@ -15,6 +15,7 @@ from medmim.cli.attention import add_window_flags, window_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the source, output, attention-map, threshold, recipe and window flags to `parser`."""
     add_flag(
         parser,
         "source",
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Threshold the attention maps, score them against the masks, print Dice; returns 0."""
     from medmim.eval.localize import LocalizeConfig, run_localize
 
     cfg = LocalizeConfig(

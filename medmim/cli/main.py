@@ -40,6 +40,7 @@ def available_commands() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `medmim` argument parser, with one sub-parser per available command."""
     parser = argparse.ArgumentParser(
         prog="medmim",
         description="Pretrain 3D medical image transformers (SMART, SMIT, PUMIT, ...) and use them.",

@@ -28,6 +28,11 @@ checkpoints/last.ckpt, figures/*.png. Watch it with: tensorboard --logdir runs""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config, --resume, the key=value overrides and --list-presets / --print-config.
+
+    The downstream commands' flags (`--plan`, ...) are added too, hidden, so that `run` can name the
+    key=value setting that does the same.
+    """
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
@@ -66,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Start or resume a pretraining run, or list the presets / print the resolved config.
+
+    Returns:
+        The exit code: 0 when done, 2 for a usage or disk error, 3 for a non-finite loss,
+        128 + the signal number when stopped by a signal, 130 on Ctrl-C.
+    """
     from medmim.config import list_presets, load_config
 
     if args.list_presets:

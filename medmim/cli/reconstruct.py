@@ -12,6 +12,7 @@ from medmim.cli._eval_args import add_flag, add_seed_device_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the run, --out, --source, --num and the seed / device flags to `parser`."""
     parser.add_argument(
         "run", metavar="RUN_OR_CKPT", help="a run directory (runs/<name>) or a checkpoint file"
     )
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the reconstruction figure and print the masked-voxel MSE; returns 0."""
     from medmim.eval.reconstruct import ReconstructConfig, run_reconstruct
 
     cfg = ReconstructConfig(

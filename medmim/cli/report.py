@@ -10,6 +10,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the run folders, --out and --title to `parser`."""
     parser.add_argument(
         "runs",
         nargs="+",
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the Markdown report over the given runs; returns 0."""
     from medmim.eval.report import write_report
 
     print(f"wrote {write_report(args.runs, args.out, args.title)}")

@@ -1,7 +1,7 @@
-"""`medmim segment`: fine-tune a SwinUNETR / UNETR segmenter on an encoder, predict and score.
+r"""`medmim segment`: fine-tune a SwinUNETR / UNETR segmenter on an encoder, predict and score.
 
 Example:
-    medmim segment --encoder runs/smart/export --source phantoms/organs.json --out seg/smart \\
+    medmim segment --encoder runs/smart/export --source phantoms/organs.json --out seg/smart \
         --crop-size 64,64,64 --max-steps 500
 """
 
@@ -19,6 +19,7 @@ from medmim.cli._eval_args import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the encoder, label, decoder, crop, optimiser and sliding-window flags to `parser`."""
     add_encoder_flags(parser)
     parser.add_argument(
         "--labels",
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fine-tune and score the segmenter, print val Dice / HD95 / ASD; returns 0."""
     from medmim.eval.segment import SegmentConfig, run_segment
 
     cfg = SegmentConfig(

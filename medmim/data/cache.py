@@ -54,6 +54,7 @@ class CachedVolume:
     meta: dict[str, Any]
 
     def array(self) -> np.ndarray:
+        """Memory-map the cached (1, X, Y, Z) array, read-only."""
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
@@ -196,7 +197,11 @@ def cache_records(
     entries at first, then find the others' in the cache.
 
     Args:
+        records: the scans to preprocess.
+        cache: where the entries go (`VolumeCache.ensure` per record).
         on_error: "skip" collects bad files and goes on; "fail" raises at the first one.
+        progress: show a progress bar.
+        desc: the progress bar's label.
 
     Returns:
         (record, entry) pairs in the order of `records`, and the errors of the skipped files.

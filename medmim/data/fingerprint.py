@@ -37,6 +37,7 @@ def fingerprint(
         records: the source's records (`medmim.data.sources.resolve_source`).
         samples: voxels sampled per scan for the intensity statistics.
         seed: seed of the voxel sampling.
+        progress: show a progress bar.
     """
     from tqdm.auto import tqdm
 

@@ -106,11 +106,14 @@ def generate_phantoms(
 
     Args:
         out_dir: output folder (created; existing files of the same names are overwritten).
-        n: number of phantoms. seed: the set's seed; phantom i uses (seed, i).
+        n: number of phantoms.
+        seed: the set's seed; phantom i uses (seed, i).
         size: 'default' (1.2-2 mm in-plane, 1.5-5 mm slices, <= 4 M voxels, about a second each)
             or 'small' (2.8-3.6 mm, 3-6 mm slices, <= 0.6 M voxels; for tests).
-        nodules: (min, max) nodules per phantom. p_malignant: probability a nodule is malignant.
-        crop_size, crop_spacing: nodule crops are `crop_size`^3 voxels of `crop_spacing` mm.
+        nodules: (min, max) nodules per phantom.
+        p_malignant: probability a nodule is malignant.
+        crop_size: side of the cubic nodule crops, in voxels.
+        crop_spacing: voxel size of the nodule crops, in mm.
         window: HU window mapped to 0..255 in the OrganMNIST3D-like archives; default: the
             pretraining recipe's CT window, so archive / 255 matches preprocessed volumes.
         workers: processes generating phantoms in parallel (the output does not depend on it).

@@ -66,6 +66,7 @@ class PretrainDataset(Dataset):
 
     @property
     def epoch(self) -> int:
+        """The current epoch (held in shared memory, so loader workers see `set_epoch`)."""
         return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:

@@ -52,7 +52,7 @@ SAMPLES = 100_000
 
 
 def recipe_modality(recipe: Any) -> str | None:
-    """ "CT", "MR" or None: the modality a recipe is made for (see the module docstring)."""
+    """The modality a recipe is made for: "CT", "MR" or None (see the module docstring)."""
     recipe = check_recipe(recipe)
     if recipe.intensity == "ct" and float(recipe.window[0]) < 0:
         return "CT"

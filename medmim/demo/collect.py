@@ -32,6 +32,7 @@ CASE_KEY = {"segment": "dice", "localize": "attention_ratio"}
 
 
 def results_of(out: Path, task: str, label: str) -> dict[str, Any] | None:
+    """The results.json of `task` for encoder `label` under `out`, or None before it is written."""
     path = out / "eval" / task / label / "results.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -190,6 +191,7 @@ class Collected:
         return None if any(n is None for n in names) else np.asarray(names)
 
     def has(self, task: str, label: str) -> bool:
+        """Whether `task` finished for encoder `label`."""
         return (task, label) in self.metrics
 
     def values(self, task: str, label: str, key: str | None = None) -> dict[str, float]:
@@ -200,6 +202,7 @@ class Collected:
         return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
     def n_cases(self, task: str) -> int:
+        """The largest number of per-case values of `task` over the encoders."""
         return max((len(self.cases.get((task, lab)) or {}) for lab in self.labels), default=0)
 
     def estimate(self, task: str, label: str, key: str | None = None) -> stats.Estimate | None:

@@ -35,6 +35,7 @@ def recipe_of(cfg: DemoConfig) -> RecipeConfig:
 
 
 def phantom_dir(out: Path) -> Path:
+    """The demo's phantom folder, `out/phantoms`."""
     return out / "phantoms"
 
 

@@ -39,6 +39,7 @@ DELTA_ROWS = (
 
 
 def display(label: str) -> str:
+    """The name of encoder `label` in the report's tables (e.g. SMART, scratch)."""
     return {SCRATCH: "scratch", SCRATCH2: "scratch (seed+1)"}.get(label, label.upper())
 
 

@@ -46,9 +46,11 @@ class StageRunner:
     skipped: list[str] = field(default_factory=list)
 
     def marker(self, name: str) -> Path:
+        """The JSON marker that a finished stage `name` leaves under `out/stages/`."""
         return self.out / STAGES_DIR / f"{_slug(name)}.json"
 
     def is_done(self, name: str) -> bool:
+        """Whether stage `name` finished in an earlier or this run (its marker exists)."""
         return self.marker(name).is_file()
 
     def result(self, name: str) -> dict[str, Any] | None:
@@ -57,6 +59,7 @@ class StageRunner:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def say(self, text: str) -> None:
+        """Print a banner line to `stream` (default: sys.stdout), flushed."""
         print(text, file=self.stream or sys.stdout, flush=True)
 
     def run(

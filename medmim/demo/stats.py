@@ -36,6 +36,7 @@ class Estimate:
     n: int
 
     def excludes_zero(self) -> bool:
+        """Whether the 95 % interval lies entirely above or below zero."""
         return bool(self.low > 0 or self.high < 0)
 
 

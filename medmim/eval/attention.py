@@ -120,8 +120,12 @@ def attention_volume(
     """Attention (X, Y, Z) on the recipe grid of one (C, X, Y, Z) image.
 
     Args:
+        encoder: the backbone whose attention is mapped (put in eval mode).
+        image: (C, X, Y, Z) preprocessed image.
+        device: where the encoder runs; the result is on the CPU.
         roi: sliding-window size (multiples of the encoder's stride), or None for one pass over
             the whole image padded to the stride.
+        overlap: sliding-window overlap (Gaussian blending).
     """
     encoder.eval()
     x = torch.from_numpy(np.ascontiguousarray(image))[None].float()

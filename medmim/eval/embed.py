@@ -86,6 +86,7 @@ class Preprocessor:
     size: Sequence[int] | None = None
 
     def __call__(self, volume: Volume) -> Tensor:
+        """Apply the recipe's intensity part and resize: returns (C, D, H, W) float32."""
         image = prepare(as_volume(volume), self.recipe)
         size = input_size(self.size, self.meta, image.shape)
         return encoder_input(image, size, int(self.meta.get("in_channels") or 1))

@@ -50,6 +50,7 @@ class LabelledSet:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes K (the length of `class_names`)."""
         return len(self.class_names)
 
     @property

@@ -49,6 +49,10 @@ def segmentation_overlays(
     Args:
         items: (name, image (X, Y, Z), reference (X, Y, Z), prediction (X, Y, Z)).
         num_classes: K including background (for the colours).
+        path: the PNG to write.
+
+    Returns:
+        `path`.
     """
     fig, axes = plt.subplots(len(items), 3, figsize=(7.5, 2.6 * len(items)), squeeze=False)
     cmap = _labels_cmap(num_classes)
@@ -85,10 +89,16 @@ def three_planes(
     Args:
         image: (X, Y, Z) underlay.
         heat: (X, Y, Z) map drawn over it (attention), scaled to its own min..max.
+        path: the PNG to write.
+        title: the figure's title.
+        center: (x, y, z) voxel the three planes pass through.
         contour: optional (X, Y, Z) binary mask outlined in red (a reference tumor mask).
         plane_names: titles of the planes across axes 0, 1, 2 (sagittal, coronal, axial on the
             RAS recipe grid; pass axis names for a volume in its file's own orientation).
         spacing: voxel size per axis, for the pixel aspect ratio.
+
+    Returns:
+        `path`.
     """
     if center is None:
         center = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -126,6 +136,11 @@ def reconstruction_grid(
 
     Args:
         rows: dicts of (X, Y, Z) volumes keyed by the `columns` names.
+        path: the PNG to write.
+        columns: the keys shown, left to right; each row's grey range comes from the last one.
+
+    Returns:
+        `path`.
     """
     fig, axes = plt.subplots(
         len(rows), len(columns), figsize=(2.6 * len(columns), 2.6 * len(rows)), squeeze=False

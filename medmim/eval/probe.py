@@ -40,7 +40,8 @@ def linear_probe(
     """Fit standardisation + logistic regression on frozen embeddings; class probabilities.
 
     Args:
-        train_x: (N, C') training embeddings; train_y: (N,) labels.
+        train_x: (N, C') training embeddings.
+        train_y: (N,) integer labels in 0..K-1.
         eval_x: arrays (M_i, C') to predict.
         num_classes: K; classes absent from the training subset get probability 0.
         C: inverse L2 strength of the logistic regression.

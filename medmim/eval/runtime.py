@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; otherwise the named device."""
+    """The device for `name`: "auto" -> CUDA when available, else CPU; else the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -56,6 +56,7 @@ class Case:
 
     @property
     def original_spacing(self) -> tuple[float, ...]:
+        """Voxel spacing (mm) of the original file per axis, from its affine."""
         return tuple(spacing_of(self.meta["original_affine"]).tolist())
 
 
@@ -173,6 +174,8 @@ def to_original_labels(probs: Tensor, meta: dict[str, Any], chunk: int = 2) -> T
 
     Args:
         probs: (K, X', Y', Z') class probabilities on the recipe grid.
+        meta: the case's geometry (recipe grid and original file), as for `to_original`.
+        chunk: classes resampled at a time.
 
     Returns:
         (X, Y, Z) int64 label map on the file's grid; background (0) outside the field of view.

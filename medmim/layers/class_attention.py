@@ -206,7 +206,9 @@ def float32_softmax_scores(q: Tensor, k: Tensor, scale: float) -> Tensor:
     """softmax(q k^T * scale) over the last axis, in float32 even under autocast.
 
     Args:
-        q: (..., Tq, d) queries; k: (..., Tk, d) keys.
+        q: (..., Tq, d) queries.
+        k: (..., Tk, d) keys.
+        scale: factor on the scores, usually d ** -0.5.
 
     Returns:
         (..., Tq, Tk) float32 probabilities.

@@ -115,6 +115,8 @@ class EVAAttention(nn.Module):
 
         Args:
             x: (B, L, C), the same input as `forward`; token 0 is the [CLS].
+            rope: cos, sin (L - prefix, head_dim) of the patch tokens, or None.
+            prefix: tokens before the patch tokens; their weights are left out.
 
         Returns:
             (B, L - prefix) float32; each row sums to <= 1 (the rest goes to the prefix).

@@ -231,6 +231,7 @@ class SACSequential(nn.Sequential):
     """`nn.Sequential` over `(x, aniso)`: SAC modules get the pair, the others only `x`."""
 
     def forward(self, x: Tensor, aniso: Anisotropy) -> tuple[Tensor, Anisotropy]:  # type: ignore[override]
+        """Apply each module in turn: (B, C, D, H, W) `x` and `aniso` -> the new pair."""
         for module in self:
             if isinstance(module, SACModule):
                 x, aniso = module(x, aniso)

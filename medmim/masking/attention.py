@@ -193,6 +193,7 @@ def _random_hints(
         ranks: (B, N) descending ranks of the scores.
         pool: size of the top set (int(show_max N)).
         count: hints per row (int(show_ratio N)); more than `pool` is an error, as in AttMask.
+        generator: source of the random choice (None: the global generator).
 
     Returns:
         (B, N) bool with `count` True per row, all within the top `pool`.

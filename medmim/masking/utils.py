@@ -145,7 +145,8 @@ def rank_mask(ranks: Tensor, start: int, stop: int) -> Tensor:
 
     Args:
         ranks: (B, N) long, `ranks[b, i]` is the position of token i when row b is sorted.
-        start, stop: rank range to select.
+        start: first rank selected.
+        stop: first rank not selected.
 
     Returns:
         (B, N) bool.
@@ -158,6 +159,7 @@ def ranks_of(scores: Tensor, descending: bool) -> Tensor:
 
     Args:
         scores: (B, N) float.
+        descending: rank 0 is the largest score (True) or the smallest (False).
 
     Returns:
         (B, N) long; each row is a permutation of 0..N-1 (ties broken by index, stable sort).

@@ -390,7 +390,13 @@ def visuals(
     """Detached (D, H, W) volumes of the first sample of view 1 for the progress figure.
 
     Args:
-        x: (V*B, C, D, H, W) views; mask: (V*B, d, h, w); recon: like x; attn: (V*B, N) teacher SATT.
+        x: (V*B, C, D, H, W) views.
+        mask: (V*B, d, h, w) token mask, shown upsampled to (D, H, W).
+        recon: like x, or None.
+        attn: (V*B, N) teacher SATT with N = d*h*w, or None.
+
+    Returns:
+        "view" and "mask", plus "recon" and "attn" when given.
     """
     size = x.shape[-3:]
     out = {"view": x[0, 0].detach(), "mask": mask_to_voxels(mask[:1].float(), size)[0, 0]}

@@ -90,6 +90,8 @@ def features_to_volume(
     Args:
         features: the dict returned by `forward_features`; needs "attn" (B, N) and "grid".
         size: (D, H, W) of the input.
+        mode: upsampling, "trilinear" or "nearest" (see `attention_to_volume`).
+        normalize: per-sample normalisation, e.g. "minmax" (see `attention_to_volume`).
 
     Returns:
         (B, D, H, W) float32.

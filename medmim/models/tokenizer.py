@@ -62,6 +62,7 @@ class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, ...) map (PUMIT's `LayerNormNd`)."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        """Normalise a (B, C, ...) map over C; returns the same shape."""
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 

@@ -85,6 +85,7 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor, cls_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+        """(B, T, C) -> (B, T, C), and the [CLS] attention (B, h, T) if `cls_attn`, else None."""
         out, probs = self.attn(self.norm1(x), cls_attn)
         x = x + self.drop_path(out)
         return x + self.drop_path(self.mlp(self.norm2(x))), probs

@@ -51,15 +51,23 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the process that logs and checkpoints)."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether the job has more than one process."""
         return self.world_size > 1
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> `cuda:LOCAL_RANK` when CUDA is available, else CPU; otherwise `torch.device`."""
+    """The device for `name`: "auto" -> `cuda:LOCAL_RANK` when CUDA is available, else CPU.
+
+    "cuda" means `cuda:LOCAL_RANK`; any other name goes to `torch.device`.
+
+    Raises:
+        ConfigError: `name` is not a device, or names CUDA where none is available.
+    """
     if name == "auto":
         return (
             torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

@@ -86,7 +86,7 @@ def is_collapsed(entropy: float | None, cos_batch: float | None) -> bool:
 
 
 def verdict(entropy: float | None, cos_batch: float | None) -> str:
-    """ "uniform", "collapsed" or "learning" ("unknown" without an entropy)."""
+    """The health verdict: "uniform", "collapsed" or "learning" ("unknown" without an entropy)."""
     if entropy is None:
         return "unknown"
     if entropy > UNIFORM:

@@ -92,6 +92,13 @@ def build_loader(
     """The pretraining DataLoader (drop_last, no persistent workers) and its sampler.
 
     Args:
+        dataset: the pretraining dataset.
+        batch_size: samples per batch on this process.
+        num_workers: loader worker processes.
+        rank: this process's rank, its shard of the data.
+        world_size: number of processes sharing the data.
+        seed: the sampler's shuffling seed.
+        pin_memory: DataLoader `pin_memory`.
         batch_sampler: yields whole batches of dataset keys, already sharded for `rank`, and
             has `set_epoch(epoch, start)` (skip `start` batches); it replaces the engine's
             `ResumableSampler` (then `batch_size` and `seed` are the batch sampler's business).

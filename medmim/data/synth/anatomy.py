@@ -64,6 +64,7 @@ class Torso:
         return np.array([a, b, c]) * self.s * self.rng.uniform(0.9, 1.1)
 
     def R(self, rx: float = 0, ry: float = 0, rz: float = 0, sd: float = 6.0) -> np.ndarray:
+        """A template rotation (degrees about x, y, z), each angle jittered by N(0, sd)."""
         return rotation(*(np.array([rx, ry, rz]) + self.rng.normal(0, sd, 3)))
 
     def diaphragm(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -64,6 +64,7 @@ class Geometry:
 
     @property
     def vox_to_anat(self) -> np.ndarray:
+        """(4, 4) voxel -> anatomy mm: `affine` followed by the inverse `pose`."""
         return np.linalg.inv(self.pose) @ self.affine
 
 

@@ -40,6 +40,7 @@ class Shape:
     hi: Array
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Signed distance (mm, < 0 inside) at the points (x, y, z): arrays of any one shape."""
         raise NotImplementedError
 
     def fraction(self, x: Array, y: Array, z: Array, edge: float) -> Array:
@@ -79,6 +80,7 @@ class Ellipsoid(Shape):
         self.lo, self.hi = np.asarray(self.c) - half, np.asarray(self.c) + half
 
     def local(self, x: Array, y: Array, z: Array) -> tuple[Array, Array, Array]:
+        """Offsets from the centre in the ellipsoid's local frame (R^T (p - center))."""
         dx, dy, dz = x - self.c[0], y - self.c[1], z - self.c[2]
         if self.rot is None:
             return dx, dy, dz
@@ -90,6 +92,7 @@ class Ellipsoid(Shape):
         )
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Radial distance (mm) to the lobulated ellipsoid surface grown by `grow`."""
         q0, q1, q2 = self.local(x, y, z)
         rho = np.sqrt(q0 * q0 + q1 * q1 + q2 * q2) + 1e-4
         a, b, c = self.semi
@@ -132,10 +135,12 @@ class Capsule(Shape):
         return np.sqrt(px * px + py * py + pz * pz), self.ra + t * (self.rb - self.ra)
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Distance to the segment `a` -> `b` minus the tapered radius there, in mm."""
         dist, r = self._dist(x, y, z)
         return dist - r
 
     def fraction(self, x: Array, y: Array, z: Array, edge: float) -> Array:
+        """Partial-volume occupancy in [0, 1]; sub-voxel tubes are drawn thicker but fainter."""
         dist, r = self._dist(x, y, z)
         half = 0.5 * edge
         if min(self.ra, self.rb) >= half:
@@ -166,6 +171,7 @@ class Prism(Shape):
         self.hi = np.array([self.cx + a + grow, self.cy + b + grow, INF])
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Radial distance (mm) in the xy-plane to the superelliptic outline grown by `grow`."""
         dx, dy = np.abs(x - self.cx), np.abs(y - self.cy)
         rho = np.sqrt(dx * dx + dy * dy) + 1e-4
         k = (dx * (1 / self.a)) ** self.p + (dy * (1 / self.b)) ** self.p
@@ -180,6 +186,7 @@ class Surface(Shape):
         self.lo, self.hi = np.full(3, -INF), np.full(3, INF)
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Vertical distance z - h(x, y), negated for the half-space above."""
         return (z - self.h(x, y)) * self.sign
 
 
@@ -199,6 +206,7 @@ class HalfSpace(Shape):
                 self.lo[axis] = -self.off
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Signed distance n . p - offset to the plane (n unit)."""
         return x * self.n[0] + y * self.n[1] + z * self.n[2] - self.off
 
 
@@ -211,6 +219,7 @@ class Intersect(Shape):
         self.hi = np.min([s.hi for s in shapes], axis=0)
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Maximum of the shapes' distances."""
         d = self.shapes[0].sdf(x, y, z)
         for s in self.shapes[1:]:
             d = np.maximum(d, s.sdf(x, y, z))
@@ -226,6 +235,7 @@ class Union(Shape):
         self.hi = np.max([s.hi for s in shapes], axis=0)
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """Minimum of the shapes' distances."""
         d = self.shapes[0].sdf(x, y, z)
         for s in self.shapes[1:]:
             d = np.minimum(d, s.sdf(x, y, z))
@@ -239,6 +249,7 @@ class Subtract(Shape):
         self.a, self.b, self.lo, self.hi = a, b, a.lo, a.hi
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """max(sdf_a, -sdf_b)."""
         return np.maximum(self.a.sdf(x, y, z), -self.b.sdf(x, y, z))
 
 
@@ -250,6 +261,7 @@ class Offset(Shape):
         self.lo, self.hi = np.asarray(shape.lo) - max(mm, 0), np.asarray(shape.hi) + max(mm, 0)
 
     def sdf(self, x: Array, y: Array, z: Array) -> Array:
+        """The shape's distance minus `mm`."""
         return self.shape.sdf(x, y, z) - self.mm
 
 
