@@ -1,6 +1,7 @@
 """Forward+backward time and peak memory of every encoder preset, beside MONAI's bare models.
 
-    python benchmarks/encoders.py [--sizes 64 96] [--repeats 3] [--out benchmarks/results/encoders.json]
+    python benchmarks/encoders.py [--sizes 64 96] [--repeats 3]
+        [--out benchmarks/results/encoders.json]
 
 Each medmim preset is paired with the bare MONAI model of the same size: `SwinTransformer` (same
 embed, depths, heads, window 4, patch 2, drop path, fused no-grad attention) for the Swin presets,
@@ -12,8 +13,9 @@ Method (batch 1, fp32, train mode, CPU threads as set by torch):
 - time: one forward + `loss.backward()` (loss = sum of the means of every output tensor), median
   over `--repeats` runs after one warm-up, both wall clock and process CPU time (the CPU time is
   less sensitive to other processes on a shared machine), and the minimum CPU time (the least
-  disturbed run, the most robust estimate of the cost itself under background load). Runs are interleaved (every model once per round, in
-  turn), so background load on a shared machine hits the pair alike.
+  disturbed run, the most robust estimate of the cost itself under background load). Runs are
+  interleaved (every model once per round, in turn), so background load on a shared machine hits
+  the pair alike.
 - added parts (Swin): the mask-token blend, the SA block and the extra norms/pooling run alone
   (fwd+bwd on inputs of the real shapes) in the same rounds; their minimum CPU time over MONAI's
   minimum is the overhead with the least noise, since end-to-end differences of a few percent
@@ -99,8 +101,9 @@ def inputs(model: torch.nn.Module, size: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def swin_extras(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Callable[[], None]:
-    """Only what medmim adds to MONAI's Swin, on inputs of the real shapes: fwd+bwd of the mask-token
-    blend, the semantic-attention block, the patch/[CLS] norm and the pooled-token norm."""
+    """Only what medmim adds to MONAI's Swin, on inputs of the real shapes: fwd+bwd of the
+    mask-token blend, the semantic-attention block, the patch/[CLS] norm and the pooled-token
+    norm."""
     p, stage, pool = model.patch_size, model.sa_stage, model.pool_stage
     x0 = torch.randn(1, model.embed_dim, *(s // p for s in x.shape[2:]), requires_grad=True)
     tokens = torch.randn(1, mask[0].numel(), model.stage_width(stage), requires_grad=True)

@@ -1,6 +1,7 @@
 """One training step of SMART, SMIT, iBOT and AttMask beside the bare encoder passes it needs.
 
-    python benchmarks/methods.py [--sizes 64 96] [--batch 1] [--repeats 3] [--out benchmarks/results/methods.json]
+    python benchmarks/methods.py [--sizes 64 96] [--batch 1] [--repeats 3]
+        [--out benchmarks/results/methods.json]
 
 A thin wrapper over `medmim.bench.steps` and `medmim.bench.timing` (also part of `medmim bench`,
 which adds the other methods, FLOPs and peak memory). For each method and size, the method is
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch}, median of {args.repeats}, {clock[:-2]} time)"
     )
     print(
-        f"{'method':<9} {'size':>4} {'preset':<15} {'step s':>8} {'bare s':>8} {'ratio':>6}  {'wall ratio':>10}"
+        f"{'method':<9} {'size':>4} {'preset':<15} {'step s':>8} {'bare s':>8} {'ratio':>6}  "
+        f"{'wall ratio':>10}"
     )
     for i, c in enumerate(cases):
         step, bare = times[f"{i}/step"], times[f"{i}/bare"]

@@ -1,7 +1,8 @@
 """Step time and peak memory of DINO multi-crop local views (`data.local_views`), per method.
 
     python benchmarks/multicrop.py [--methods smart ibot] [--locals 0 2 4] [--local-size 32]
-        [--size 64] [--batch 2] [--repeats 3] [--threads 1] [--out benchmarks/results/multicrop.json]
+        [--size 64] [--batch 2] [--repeats 3] [--threads 1]
+        [--out benchmarks/results/multicrop.json]
 
 The method is built from its `_demo` preset at `--size`^3 (two global views of `--batch`
 volumes); the same network then runs steps with 0, 2, 4 ... extra `--local-size`^3 local views
@@ -49,7 +50,8 @@ def peak_rss_mib(
         f"torch.set_num_threads({threads or 1}); torch.manual_seed(0)\n"
         f"case = m.build_case('{method}', {size}, {batch}, torch.device('cpu'))\n"
         f"data = m.with_locals(case, {n}, {local})\n"
-        "run = m._step_fn(case.net, m.build_optimizer(case.net, m._optim(case)), data, m.nullcontext)\n"
+        "run = m._step_fn(case.net, m.build_optimizer(case.net, m._optim(case)), data, "
+        "m.nullcontext)\n"
         "print(peak_step_memory(lambda: run(0), torch.device('cpu'))['peak_mib'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"method": m, "local_views": n, "step_s": t, "ratio": t / base, "peak_mib": mem}
             )
             print(
-                f"{m:<7} {n:>6} {t:>7.3f} {t / base:>7.2f} {mem if mem is not None else float('nan'):>9.0f}"
+                f"{m:<7} {n:>6} {t:>7.3f} {t / base:>7.2f} "
+                f"{mem if mem is not None else float('nan'):>9.0f}"
             )
     meta = {
         **machine_info(),

@@ -77,7 +77,8 @@ class TrainContext:
         in_channels: image channels.
         crop_size: (D, H, W) of the training views.
         freeze_last_layer_steps: the first steps during which the projection heads' last
-            layers are frozen (`optim.freeze_last_layer_epochs`; `PretrainMethod.frozen_parameters`).
+            layers are frozen (`optim.freeze_last_layer_epochs`;
+            `PretrainMethod.frozen_parameters`).
     """
 
     steps_per_epoch: int = 1

@@ -40,7 +40,8 @@ LAYERS = {
     "api": 6,
     "__main__": 6,
 }
-#: Above methods/, only the method contract may be imported; concrete methods come from the registry.
+#: Above methods/, only the method contract may be imported; concrete methods come from the
+#: registry.
 METHOD_CONTRACT = "medmim.methods.base"
 #: (importing module, imported module): the one-line reason each is allowed. Empty: none today.
 IMPORT_EXCEPTIONS: dict[tuple[str, str], str] = {}

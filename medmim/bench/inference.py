@@ -69,7 +69,10 @@ def sliding_window_time(
         "overlap": overlap,
         "sw_batch_size": sw_batch,
         "windows": count_windows(list(volume), [roi] * 3, overlap),
-        "model": f"SwinUNETR({preset}: feature {kwargs['feature_size']}, depths {list(kwargs['depths'])})",
+        "model": (
+            f"SwinUNETR({preset}: feature {kwargs['feature_size']}, "
+            f"depths {list(kwargs['depths'])})"
+        ),
         "params": sum(p.numel() for p in net.parameters()),
         "precision": "bf16" if device.type == "cuda" else "fp32",
         "device": str(device),

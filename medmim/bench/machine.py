@@ -70,7 +70,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def describe(info: dict[str, Any]) -> str:
-    """One line: 'AMD EPYC, 2 cores (load 3.1), 7.8 GiB, torch 2.13.0+cpu, MONAI 1.6.1, 2026-...'."""
+    """One line:
+    'AMD EPYC, 2 cores (load 3.1), 7.8 GiB, torch 2.13.0+cpu, MONAI 1.6.1, 2026-...'.
+    """
     load = info.get("load_average")
     gpu = f", {info['gpu_count']} x {info['gpu']}" if info.get("gpu") else ", no GPU"
     return (

@@ -93,9 +93,11 @@ def gpu_lines(g: dict[str, Any]) -> list[str]:
     mfu = f"{100 * m['mfu']:.1f}%" if m.get("mfu") else f"– ({m.get('note')})"
     return [
         f"- bf16 throughput ({g['preset']}, {g['size']}^3, batch {g['batch']}): "
-        f"{t['bf16']['volumes_per_s']:.2f} volumes/s vs fp32 {t['fp32']['volumes_per_s']:.2f} ({t['speedup']:.2f}x)",
+        f"{t['bf16']['volumes_per_s']:.2f} volumes/s vs fp32 {t['fp32']['volumes_per_s']:.2f} "
+        f"({t['speedup']:.2f}x)",
         f"- largest batch (bf16 training step, {g['preset']}): {sizes}",
-        f"- model FLOP utilisation: {mfu} ({_f(m.get('achieved_tflops'))} of {_f(m.get('peak_tflops'))} TFLOP/s peak bf16)",
+        f"- model FLOP utilisation: {mfu} ({_f(m.get('achieved_tflops'))} of "
+        f"{_f(m.get('peak_tflops'))} TFLOP/s peak bf16)",
     ]
 
 
@@ -106,7 +108,8 @@ def bench_markdown(result: dict[str, Any]) -> str:
         "# medmim bench",
         "",
         f"{describe(m)}; {m['torch_threads']} torch threads; device {result['device']}; "
-        f"load average at end {(m.get('load_average_end') or ['?'])[0]}; {result['seconds']:.0f} s.",
+        f"load average at end {(m.get('load_average_end') or ['?'])[0]}; "
+        f"{result['seconds']:.0f} s.",
         "",
         "## Pretraining step vs bare encoder passes",
         "",
@@ -126,8 +129,8 @@ def bench_markdown(result: dict[str, Any]) -> str:
         parts += [
             "## Data loader: two-view samples per second",
             "",
-            f"{len(d['scans'])} phantoms ({d['phantom_size']}), {d['crop']}^3 views at {d['spacing_mm']} mm, "
-            f"batch 2; cache built in {d['cache_build_s']:.1f} s.",
+            f"{len(d['scans'])} phantoms ({d['phantom_size']}), {d['crop']}^3 views at "
+            f"{d['spacing_mm']} mm, batch 2; cache built in {d['cache_build_s']:.1f} s.",
             "",
             data_table(d),
             "",
@@ -136,9 +139,10 @@ def bench_markdown(result: dict[str, Any]) -> str:
         parts += [
             "## Sliding-window inference",
             "",
-            f"{s['model']}, {s['params']:,} parameters, on a {'x'.join(map(str, s['volume']))} volume: "
-            f"**{s['seconds']:.1f} s** ({s['windows']} windows of {s['roi'][0]}^3, overlap {s['overlap']}, "
-            f"{s['sw_batch_size']} per batch, {s['precision']}, {s['device']}).",
+            f"{s['model']}, {s['params']:,} parameters, on a {'x'.join(map(str, s['volume']))} "
+            f"volume: **{s['seconds']:.1f} s** ({s['windows']} windows of {s['roi'][0]}^3, "
+            f"overlap {s['overlap']}, {s['sw_batch_size']} per batch, {s['precision']}, "
+            f"{s['device']}).",
             "",
         ]
     parts += ["## GPU", "", *gpu_lines(result["gpu"]), ""]

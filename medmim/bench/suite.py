@@ -149,7 +149,8 @@ def step_rows(cfg: BenchConfig, device: torch.device, say: Any = print) -> list[
             rows.append({"method": m, "error": f"{type(exc).__name__}: {exc}"})
     fns = {f"{m}/{k}": getattr(c, k) for m, c in cases.items() for k in ("step", "bare")}
     say(
-        f"  timing {len(cases)} methods x (step, bare), {cfg.repeats} interleaved rounds on {device}"
+        f"  timing {len(cases)} methods x (step, bare), {cfg.repeats} interleaved rounds "
+        f"on {device}"
     )
     times = interleaved(fns, cfg.repeats, device)
     clock = "wall_s" if device.type == "cuda" else "cpu_s"

@@ -45,7 +45,8 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
         "--plan",
         dest="recipe",
         metavar="PLAN.yaml",  # a recipe source too
-        help="the recipe of a `medmim data plan` file (default: none; the encoder's recipe is used)",
+        help="the recipe of a `medmim data plan` file (default: none; the encoder's recipe "
+        "is used)",
     )
     add_flag(
         parser,

@@ -93,7 +93,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"({s['voxels'] / 1e6:.1f} M voxels; splits {s['splits']})",
         f"  spacing: in-plane {sp['inplane'][0]:.2f}-{sp['inplane'][1]:.2f} mm, slices "
         f"{sp['slice'][0]:.1f}-{sp['slice'][1]:.1f} mm, {s['anisotropic']} anisotropic",
-        f"  nodules: {benign} benign, {malignant} malignant (benign/malignant per split: {per_split})",
+        f"  nodules: {benign} benign, {malignant} malignant "
+        f"(benign/malignant per split: {per_split})",
         f"  tumors: {', '.join(f'{k} {v}' for k, v in s['tumors'].items())}",
         f"  organ crops: {sum(s['organ_crops'].values())} ({len(s['organ_crops'])} organs)",
         f"  files: {', '.join(s['files'])}",

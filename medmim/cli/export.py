@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads((out / ENCODER_META).read_text(encoding="utf-8"))
     print(f"wrote {out / ENCODER_WEIGHTS}")
     print(
-        f"wrote {out / ENCODER_META}  (backbone {meta['backbone']['name']}, method {meta.get('method')})"
+        f"wrote {out / ENCODER_META}  (backbone {meta['backbone']['name']}, "
+        f"method {meta.get('method')})"
     )
     if is_tokenizer(meta["backbone"]):
         print(

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `medmim` argument parser, with one sub-parser per available command."""
     parser = argparse.ArgumentParser(
         prog="medmim",
-        description="Pretrain 3D medical image transformers (SMART, SMIT, PUMIT, ...) and use them.",
+        description="Pretrain 3D medical image transformers (SMART, SMIT, PUMIT, ...) "
+        "and use them.",
     )
     parser.add_argument("--version", action="version", version=f"medmim {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

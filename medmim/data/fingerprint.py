@@ -129,7 +129,8 @@ def _summarise(records, cases, unreadable, pooled) -> dict[str, Any]:
 def format_summary(fp: dict[str, Any]) -> str:
     """A few readable lines of a fingerprint."""
     lines = [
-        f"scans: {fp['num_readable']} readable, {fp['num_unreadable']} unreadable of {fp['num_records']}"
+        f"scans: {fp['num_readable']} readable, {fp['num_unreadable']} unreadable "
+        f"of {fp['num_records']}"
     ]
     if fp["num_readable"]:
 
@@ -139,7 +140,8 @@ def format_summary(fp: dict[str, Any]) -> str:
         for name, unit in (("spacing", " mm"), ("shape", "")):
             s = fp[name]
             lines.append(
-                f"{name}: median {fmt(s['median'])}{unit} (min {fmt(s['min'])}, max {fmt(s['max'])})"
+                f"{name}: median {fmt(s['median'])}{unit} "
+                f"(min {fmt(s['min'])}, max {fmt(s['max'])})"
             )
         p = fp["intensity"]["percentiles"]
         lines.append(

@@ -13,9 +13,11 @@ OUT/labels/phantom_0000_tumor.nii.gz            tumor mask (0/1)
 OUT/meta/phantom_0000.json                      geometry, tissue HU, lesion descriptions
 OUT/nodule_crops/phantom_0000_n01.nii.gz        RAS crop around each nodule (HU)
 OUT/labels/nodule_crops/phantom_0000_n01_mask.nii.gz
-OUT/nodules.csv                                 one row per nodule: image (crop), label (malignant)...
+OUT/nodules.csv                                 one row per nodule: image (crop), label
+                                                (malignant)...
 OUT/organs.json                                 MSD-style datalist: image + organ label map
-OUT/tumors.json                                 datalist: image + tumor mask (zero-shot localization)
+OUT/tumors.json                                 datalist: image + tumor mask (zero-shot
+                                                localization)
 OUT/organmnist3d.npz, OUT/organmnist3d_64.npz   OrganMNIST3D-like organ crops (28^3, 64^3 uint8)
 OUT/phantoms.json                               label tables, options and counts
 ```
@@ -125,7 +127,8 @@ def generate_phantoms(
     """
     if size not in SIZES:
         raise ConfigError(
-            f"phantom size '{size}' is unknown.{did_you_mean(size, SIZES)} Choose one of {list(SIZES)}."
+            f"phantom size '{size}' is unknown.{did_you_mean(size, SIZES)} "
+            f"Choose one of {list(SIZES)}."
         )
     if n < 1:
         raise ConfigError(f"phantom count n={n} must be at least 1.")

@@ -131,7 +131,8 @@ def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
-        f"# medmim plan of {plan['source']} (medmim data plan; see medmim/data/plan.py for the rules)\n"
+        f"# medmim plan of {plan['source']} "
+        "(medmim data plan; see medmim/data/plan.py for the rules)\n"
         f"# {plan['modality']}: recipe '{plan['preset']}' at {plan['spacing']['target']} mm.\n"
         "# Edit freely. Use it with:\n"
         "#   medmim pretrain --config smart data.source=... data.plan=THIS_FILE\n"
@@ -219,7 +220,8 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"recipe: '{plan['preset']}' ({norm})",
             f"spacing: median {s['median']} mm -> target {s['target']} mm"
             + (" (anisotropic: 10th percentile on the coarse axis)" if s["anisotropic"] else ""),
-            f"shape: median {plan['shape']['median']} -> {plan['shape']['median_resampled']} resampled",
+            f"shape: median {plan['shape']['median']} -> "
+            f"{plan['shape']['median_resampled']} resampled",
             f"crop_size: {plan['crop_size']} (Swin and ViT), ViT only: {plan['crop_size_vit']}",
         ]
     )

@@ -115,7 +115,8 @@ def recipe_from_args(name: str, overrides: Sequence[str] = ()) -> RecipeConfig:
         field, sep, text = item.partition("=")
         if not sep or field not in fields:
             raise ConfigError(
-                f"recipe override '{item}': give FIELD=VALUE with FIELD one of {fields}.{did_you_mean(field, fields)}"
+                f"recipe override '{item}': give FIELD=VALUE with FIELD one of "
+                f"{fields}.{did_you_mean(field, fields)}"
             )
         changes[field] = yaml.safe_load(text)
     return get_recipe(preset_name(name, "--recipe"), **changes)

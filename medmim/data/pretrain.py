@@ -146,11 +146,13 @@ def build_pretrain_dataset(data_cfg: Any, run_dir: str | Path | None, seed: int)
     cfg = as_data_config(data_cfg)
     if cfg.on_error not in ON_ERROR:
         raise ConfigError(
-            f"data.on_error='{cfg.on_error}' is unknown.{did_you_mean(cfg.on_error, ON_ERROR)} Choose skip or fail"
+            f"data.on_error='{cfg.on_error}' is unknown.{did_you_mean(cfg.on_error, ON_ERROR)} "
+            "Choose skip or fail"
         )
     if cfg.mode not in MODES:
         raise ConfigError(
-            f"data.mode='{cfg.mode}' is unknown.{did_you_mean(cfg.mode, MODES)} Choose views or native"
+            f"data.mode='{cfg.mode}' is unknown.{did_you_mean(cfg.mode, MODES)} "
+            "Choose views or native"
         )
     tokens = native_tokens(cfg) if cfg.mode == "native" else None
     volumes = _cache_source(cfg, run_dir)

@@ -255,7 +255,8 @@ class DABatchSampler(Sampler[list[tuple[int, int]]]):
     ) -> None:
         if not das or batch_size < 1 or num_batches < 1:
             raise ValueError(
-                f"DABatchSampler needs items, batch_size >= 1 and num_batches >= 1 (got {len(das)}, {batch_size}, {num_batches})"
+                "DABatchSampler needs items, batch_size >= 1 and num_batches >= 1 (got "
+                f"{len(das)}, {batch_size}, {num_batches})"
             )
         self.das, self.batch_size, self.num_batches = list(das), batch_size, num_batches
         self.weights = torch.as_tensor(
@@ -267,7 +268,8 @@ class DABatchSampler(Sampler[list[tuple[int, int]]]):
             or float(self.weights.sum()) <= 0
         ):
             raise ValueError(
-                f"DABatchSampler: weights must be {len(das)} non-negative values with a positive sum"
+                f"DABatchSampler: weights must be {len(das)} non-negative values "
+                "with a positive sum"
             )
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.start = 0

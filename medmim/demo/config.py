@@ -3,8 +3,8 @@
 The budgets are chosen so that the whole study fits on two CPU cores: `default` (about 12-15
 minutes on an idle 2-core machine), `quick` (about 3 minutes; a smoke test without the noise
 floor) and `tiny` (seconds; for the tests, the numbers mean nothing); `gpu` is a larger budget
-for a machine with a CUDA GPU (3000 pretraining steps at a batch of 16). Every field can be overridden from the command line, e.g.
-`medmim demo pretrain_steps=600 phantoms=48`.
+for a machine with a CUDA GPU (3000 pretraining steps at a batch of 16). Every field can be
+overridden from the command line, e.g. `medmim demo pretrain_steps=600 phantoms=48`.
 
 Why these sizes (see docs/demo.md for the long version):
 

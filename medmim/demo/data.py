@@ -7,7 +7,8 @@ Layout under OUT:
 ```
 phantoms/                      medmim data phantoms (images, labels, nodules.csv, ...)
 phantoms/demo_pretrain.json    the pretraining phantoms' images (the pretraining source)
-phantoms/demo_nodules.csv      nodules.csv with split = train (pretraining phantoms) / test (held out)
+phantoms/demo_nodules.csv      nodules.csv with split = train (pretraining phantoms) / test
+                               (held out)
 phantoms/demo_organs.json      segmentation: a few labelled pretraining phantoms + held-out cases
 phantoms/demo_tumors.json      localization: held-out cases ("test")
 fingerprint.json               medmim data fingerprint of the images

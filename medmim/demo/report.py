@@ -101,7 +101,8 @@ def results_table(c: Collected) -> str:
     if "segment" in tasks:
         rows.append(
             [
-                f"{TASK_TITLES['segment']} ({c.cfg.segment_train_cases} labelled scans, {_plural(c.n_cases('segment'), 'case')})",
+                f"{TASK_TITLES['segment']} ({c.cfg.segment_train_cases} labelled scans, "
+                f"{_plural(c.n_cases('segment'), 'case')})",
                 "Dice ↑ (12 classes) [95% CI]",
                 *[_ci(c.estimate("segment", lab)) for lab in labs],
             ]
@@ -293,8 +294,8 @@ def caveats(c: Collected, verdicts: list[str], stuck: dict[str, list[str]] | Non
     n_worse = sum(": worse" in v for v in verdicts)
     resolved = (
         (
-            f"Of {len(verdicts)} comparisons with scratch, {n_better} favour the pretrained encoder "
-            f"and {n_worse} favour scratch beyond chance; the rest cannot be told apart: "
+            f"Of {len(verdicts)} comparisons with scratch, {n_better} favour the pretrained "
+            f"encoder and {n_worse} favour scratch beyond chance; the rest cannot be told apart: "
             + "; ".join(verdicts)
             + "."
         )
@@ -312,21 +313,23 @@ def caveats(c: Collected, verdicts: list[str], stuck: dict[str, list[str]] | Non
         [
             f"- **Resolution.** {resolved} Intervals resample test cases only; {seeds}, which the "
             "intervals do not contain.",
-            f"- **Budget.** Each method saw {samples} two-view samples ({c.cfg.pretrain_steps} steps) "
-            "of a 2.2 M-parameter Swin: minutes of CPU, where the papers train 5-40x larger models for "
-            "hundreds of epochs on thousands of scans on GPUs. A pretrained encoder losing to scratch "
-            "here says nothing about the method at scale; one winning says the code learns something "
-            "transferable, not how much." + _stuck_note(stuck or {}),
-            "- **Data.** The phantoms are synthetic (docs/phantoms.md): the malignancy labels follow "
-            "the generator's rules, organs are ellipsoids and tubes. Rankings on phantoms need not "
-            "hold on patients.",
-            "- **Tasks.** Malignancy is learnable but not easy from these crops: on held-out phantoms "
-            "the nodule's true volume gives an AUC of about 0.78 and a count of dense voxels at the "
-            "crop's centre about 0.7, so no encoder can saturate it. A tumor fills 0.1-1% of the body and the localization mask the top "
-            f"{100 - c.cfg.localize_percentile:g}%, so the Dice is near zero for every map (see the "
-            "random-mask row); the attention ratio shows whether the tumor is attended more than the "
-            "average voxel; an encoder without an attention map ([CLS] or SA block) reads n/a. Segmentation: few steps, 12 classes "
-            "(thin airway and ribs included), held-out phantoms.",
+            f"- **Budget.** Each method saw {samples} two-view samples ({c.cfg.pretrain_steps} "
+            "steps) of a 2.2 M-parameter Swin: minutes of CPU, where the papers train 5-40x larger "
+            "models for hundreds of epochs on thousands of scans on GPUs. A pretrained encoder "
+            "losing to scratch here says nothing about the method at scale; one winning says the "
+            "code learns something transferable, not how much." + _stuck_note(stuck or {}),
+            "- **Data.** The phantoms are synthetic (docs/phantoms.md): the malignancy labels "
+            "follow the generator's rules, organs are ellipsoids and tubes. Rankings on phantoms "
+            "need not hold on patients.",
+            "- **Tasks.** Malignancy is learnable but not easy from these crops: on held-out "
+            "phantoms the nodule's true volume gives an AUC of about 0.78 and a count of dense "
+            "voxels at the crop's centre about 0.7, so no encoder can saturate it. A tumor fills "
+            "0.1-1% of the body and the localization mask the top "
+            f"{100 - c.cfg.localize_percentile:g}%, so the Dice is near zero for every map (see "
+            "the random-mask row); the attention ratio shows whether the tumor is attended more "
+            "than the average voxel; an encoder without an attention map ([CLS] or SA block) reads "
+            "n/a. Segmentation: few steps, 12 classes (thin airway and ribs included), held-out "
+            "phantoms.",
             f"- **Features.** Linear probe and clustering use `{c.cfg.feature}` for every encoder "
             "(the global token each method distils).",
         ]
@@ -410,11 +413,12 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
     parts = [
         f"# medmim demo: {title} on synthetic CT phantoms",
         "",
-        f"{cfg.phantoms} synthetic CT phantoms: {n.get('pretrain_scans', '?')} for pretraining (they also "
-        f"hold the classifiers' {n.get('nodules_train', '?')} training nodules), {n.get('held_out_scans', '?')} "
-        f"held out (the {n.get('nodules_test', '?')} test nodules and the segmentation and localization "
-        f"cases). Each method pretrained for {cfg.pretrain_steps} steps x {cfg.batch_size} scans "
-        f"({cfg.crop}^3 crops at {cfg.spacing:g} mm); scratch = the same Swin with random weights. {machine}",
+        f"{cfg.phantoms} synthetic CT phantoms: {n.get('pretrain_scans', '?')} for pretraining "
+        f"(they also hold the classifiers' {n.get('nodules_train', '?')} training nodules), "
+        f"{n.get('held_out_scans', '?')} held out (the {n.get('nodules_test', '?')} test nodules "
+        "and the segmentation and localization cases). Each method pretrained for "
+        f"{cfg.pretrain_steps} steps x {cfg.batch_size} scans ({cfg.crop}^3 crops at "
+        f"{cfg.spacing:g} mm); scratch = the same Swin with random weights. {machine}",
         "",
         "## Results",
         "",
@@ -431,10 +435,10 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
         (
             "\\* the interval excludes zero and the gap is larger than the two scratch seeds' gap."
             if SCRATCH2 in c.labels
-            else "\\* the interval excludes zero. This run has no second scratch seed (`noise_floor=false`), "
-            "so a star does not rule out seed noise, which at demo budgets is as large as most gaps "
-            "(the default budget's last column measures it). Treat this run as a smoke test of the "
-            "pipeline, not as a comparison."
+            else "\\* the interval excludes zero. This run has no second scratch seed "
+            "(`noise_floor=false`), so a star does not rule out seed noise, which at demo budgets "
+            "is as large as most gaps (the default budget's last column measures it). Treat this "
+            "run as a smoke test of the pipeline, not as a comparison."
         ),
         "",
         "## What these numbers can and cannot show",
@@ -444,11 +448,12 @@ def write_demo_report(cfg: DemoConfig, out: Path, run_log: str, machine: str) ->
         *(["## Pretraining", ""] if pre_table or drift else []),
         *(
             [
-                "Each loss term, its kind (reconstruction: scored against the voxels; distillation: a "
-                "cross-entropy against the EMA teacher over K prototypes), at the first step and "
-                "averaged over the last 10% of the logged steps, then each distillation family (the token family a teacher-student cross-entropy over "
-                "K prototypes is taken on): its teacher's target entropy / ln K (1 = uniform), its CE "
-                "against ln K (the CE of uniform teacher and student, where DINO-style training "
+                "Each loss term, its kind (reconstruction: scored against the voxels; "
+                "distillation: a cross-entropy against the EMA teacher over K prototypes), at the "
+                "first step and averaged over the last 10% of the logged steps, then each "
+                "distillation family (the token family a teacher-student cross-entropy over K "
+                "prototypes is taken on): its teacher's target entropy / ln K (1 = uniform), its "
+                "CE against ln K (the CE of uniform teacher and student, where DINO-style training "
                 "starts; it falls below ln K once the targets carry information), the teacher's "
                 "cosine across scans and across the two views of a scan, and a verdict: learning, "
                 f"uniform (entropy > {UNIFORM}) or collapsed (< {ONE_HOT}, or cosine across scans "

@@ -1,9 +1,9 @@
 """Frozen embeddings of scans: `medmim embed` and the `medmim.load_encoder` API.
 
 A scan reaches the encoder exactly as in `medmim classify` / `medmim cluster`
-(`medmim.eval.labelled_sources`): the intensity part of the recipe (`prepare`: CT window -> [0, 1], MR
-normalisation), then the whole volume resized (trilinear, `encoder_input`) to `size`, else the
-encoder's pretraining crop, else its own shape rounded up to a multiple of 32
+(`medmim.eval.labelled_sources`): the intensity part of the recipe (`prepare`: CT window ->
+[0, 1], MR normalisation), then the whole volume resized (trilinear, `encoder_input`) to `size`,
+else the encoder's pretraining crop, else its own shape rounded up to a multiple of 32
 (`medmim.eval.encoders.input_size`). The embedding is one `forward_features` output
 (`medmim.eval.encoders.select_feature`: auto, cls, pooled, patch_mean). The recipe is
 `--recipe`, else the encoder's; a MedMNIST npz source gets the "medmnist" recipe (0..255 ->
@@ -76,7 +76,8 @@ class Preprocessor:
     """A volume -> the encoder's input (C, D, H, W); picklable, so DataLoader workers run it.
 
     Attributes:
-        recipe: the recipe dict whose intensity part is applied (`medmim.eval.labelled_sources.prepare`).
+        recipe: the recipe dict whose intensity part is applied
+            (`medmim.eval.labelled_sources.prepare`).
         meta: the encoder's encoder.json (crop_size, in_channels).
         size: the resize override (None: `input_size` decides per volume).
     """

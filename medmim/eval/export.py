@@ -21,7 +21,9 @@ medmim-only keys (`mask_token`, `sa.*`, `norm.*`). Either call
 or, with safetensors alone:
 
     >>> w = safetensors.torch.load_file("runs/smart/export/encoder.safetensors")   # doctest: +SKIP
-    >>> net.swinViT.load_state_dict({k[8:]: v for k, v in w.items() if k.startswith("swinViT.")})  # doctest: +SKIP
+    >>> net.swinViT.load_state_dict(                                              # doctest: +SKIP
+    ...     {k[8:]: v for k, v in w.items() if k.startswith("swinViT.")}
+    ... )
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise DataError(
             path,
-            f"is not a medmim checkpoint: missing {missing} (expected runs/<name>/checkpoints/last.ckpt)",
+            f"is not a medmim checkpoint: missing {missing} (expected "
+            "runs/<name>/checkpoints/last.ckpt)",
         )
     return dict(ckpt)
 
@@ -82,7 +85,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_state_checked(
     model: nn.Module, state: Mapping[str, Tensor], source: str | Path, hint: str = ""
 ) -> None:
-    """`model.load_state_dict(state, strict=True)`, but a mismatch raises DataError listing the keys.
+    """`model.load_state_dict(state, strict=True)`, but a mismatch raises DataError listing the
+    keys.
 
     Args:
         model: the module to fill.
@@ -214,7 +218,9 @@ def export(source: str | Path, out_dir: str | Path | None = None) -> Path:
 
 
 def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """The parsed `encoder.json` of an export (a directory or the JSON file) and its weights path."""
+    """The parsed `encoder.json` of an export (a directory or the JSON file) and its
+    weights path.
+    """
     path = Path(path)
     meta_path = path / ENCODER_META if path.is_dir() else path
     if not meta_path.is_file():
@@ -251,8 +257,8 @@ def load_encoder(
     if is_tokenizer(meta["backbone"]):
         raise DataError(
             weights.with_name(ENCODER_META),
-            f"holds a PUMIT tokenizer ('{meta['backbone']['name']}'), not an encoder for downstream "
-            f"tasks: train stage 2 on it (medmim pretrain --config {_tokenizer_user()} "
+            f"holds a PUMIT tokenizer ('{meta['backbone']['name']}'), not an encoder for "
+            f"downstream tasks: train stage 2 on it (medmim pretrain --config {_tokenizer_user()} "
             f"method.tokenizer={weights.parent}) and export that run",
         )
     try:
@@ -285,7 +291,8 @@ def load_into_swinunetr(model: nn.Module, path: str | Path) -> nn.Module:
     if not swin:
         raise DataError(
             weights,
-            f"holds no '{SWIN_PREFIX}*' weights (backbone '{meta['backbone'].get('name')}'); only Swin encoders load into SwinUNETR",
+            f"holds no '{SWIN_PREFIX}*' weights (backbone '{meta['backbone'].get('name')}'); only "
+            "Swin encoders load into SwinUNETR",
         )
     target = getattr(model, "swinViT", model)
     kwargs = meta.get("monai_swinunetr", {})
@@ -296,7 +303,9 @@ def load_into_swinunetr(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _atomic(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
+    """Write via a temporary file in the same folder and rename, so a crash never leaves
+    half a file.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)

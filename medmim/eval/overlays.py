@@ -24,7 +24,9 @@ DPI = 110
 
 
 def plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """The slice `index` across `axis` of an (X, Y, Z) volume, ready for `imshow(origin="lower")`."""
+    """The slice `index` across `axis` of an (X, Y, Z) volume, ready for
+    `imshow(origin="lower")`.
+    """
     return np.take(volume, int(index), axis=axis).T
 
 

@@ -66,10 +66,13 @@ class MIPHead(nn.Module):
     def scale_for(
         input_shape: Sequence[int], bottleneck_shape: Sequence[int]
     ) -> tuple[int, int, int]:
-        """S per axis for an input (D, H, W) and a bottleneck (d, h, w); each must divide exactly."""
+        """S per axis for an input (D, H, W) and a bottleneck (d, h, w); each must
+        divide exactly.
+        """
         if any(int(i) % int(b) for i, b in zip(input_shape, bottleneck_shape)):
             raise ValueError(
-                f"input {tuple(input_shape)} is not a multiple of the bottleneck {tuple(bottleneck_shape)}"
+                f"input {tuple(input_shape)} is not a multiple of the bottleneck "
+                f"{tuple(bottleneck_shape)}"
             )
         return tuple(int(i) // int(b) for i, b in zip(input_shape, bottleneck_shape))  # type: ignore[return-value]
 

@@ -92,7 +92,8 @@ def degree_of_anisotropy(spacing: Tensor | Sequence[float], max_da: int = MAX_DA
     if not bool((s > 0).all()):
         raise ValueError(f"voxel spacing must be positive (s_D, s_H, s_W) in mm, got {s.tolist()}")
     ratio = (s[:, 0] / s[:, 1:].min(dim=1).values).clamp(1.0, float(2**max_da))
-    # floor(log2(r)) == floor(log2(floor(r))) for r >= 1; the tolerance keeps 2.9999999 from flooring
+    # floor(log2(r)) == floor(log2(floor(r))) for r >= 1; the tolerance keeps 2.9999999 from
+    # flooring
     das = {int(math.floor(r * (1 + 1e-6))).bit_length() - 1 for r in ratio.tolist()}
     if len(das) != 1:
         raise ValueError(
@@ -177,7 +178,8 @@ class SACConv3d(nn.Conv3d, SACModule):
         self.log2_stride = _log2(stride, "SACConv3d")
         if stride > 1 and kernel_size not in (stride, 3):
             raise ValueError(
-                f"SACConv3d: a strided SAC conv needs kernel == stride or 3, got {kernel_size}/{stride}"
+                "SACConv3d: a strided SAC conv needs kernel == stride or 3, got "
+                f"{kernel_size}/{stride}"
             )
 
     def forward(self, x: Tensor, aniso: Anisotropy) -> tuple[Tensor, Anisotropy]:  # type: ignore[override]

@@ -92,7 +92,8 @@ class LPIPSLoss(nn.Module):
         missing = sorted(set(self.features.state_dict()) - set(feats))
         if missing:
             raise ConfigError(
-                f"perceptual loss: '{weights}' lacks VGG16 tensors features.{missing[0]} (and {len(missing) - 1} more)"
+                f"perceptual loss: '{weights}' lacks VGG16 tensors features.{missing[0]} "
+                f"(and {len(missing) - 1} more)"
             )
         self.features.load_state_dict({k: feats[k] for k in self.features.state_dict()})
         lin = load_tensors(lin_weights) if lin_weights else state

@@ -55,12 +55,14 @@ class SoftTokenCrossEntropyLoss(nn.Module):
         """
         if logits.shape != targets.shape:
             raise ValueError(
-                f"soft-token CE: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ"
+                f"soft-token CE: logits {tuple(logits.shape)} "
+                f"and targets {tuple(targets.shape)} differ"
             )
         if mask is not None:
             if tuple(mask.shape) != tuple(logits.shape[:-1]):
                 raise ValueError(
-                    f"soft-token CE: mask {tuple(mask.shape)} does not match logits {tuple(logits.shape[:-1])}"
+                    f"soft-token CE: mask {tuple(mask.shape)} does not match logits "
+                    f"{tuple(logits.shape[:-1])}"
                 )
             logits, targets = logits[mask], targets[mask]
         logits, targets = (

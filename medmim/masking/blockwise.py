@@ -16,9 +16,9 @@ axis):
 
 So the count never exceeds T and usually falls a little short; `exact=True` tops the mask up to
 exactly T by growing the blocks into random face-neighbours (it stays blocky), then, only if no
-neighbour is left, into random cells. `low` defaults to iBOT's (min(H, W) // 3)^2 over the axes longer than
-one cell: (min(D, H, W) // 3)^3 on a 3D grid, (min(H, W) // 3)^2 = 16 on a 1 x 14 x 14 grid
-(iBOT's `min_num_patches=16`), at least 1 (`default_min_cells`).
+neighbour is left, into random cells. `low` defaults to iBOT's (min(H, W) // 3)^2 over the axes
+longer than one cell: (min(D, H, W) // 3)^3 on a 3D grid, (min(H, W) // 3)^2 = 16 on a 1 x 14 x 14
+grid (iBOT's `min_num_patches=16`), at least 1 (`default_min_cells`).
 
 The ratio per view is either fixed (`ratio=0.3`) or iBOT's ViT-S recipe: 0 with probability
 `zero_prob` (0.5), else U(ratio_range) = U(0.1, 0.5), drawn per sample.

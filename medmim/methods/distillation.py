@@ -68,12 +68,13 @@ def backbone_with(
         if key not in params:
             raise ConfigError(
                 f"method.{option}={value} sets the backbone option '{key}', which backbone "
-                f"'{spec['name']}' does not have; set method.{option}=null or use a Swin backbone. {hint}".strip()
+                f"'{spec['name']}' does not have; set method.{option}=null or use a Swin backbone. "
+                f"{hint}".strip()
             )
         if key in spec and spec[key] != value:
             raise ConfigError(
-                f"model.{key}={spec[key]} clashes with method.{option}={value} of method '{method}'; "
-                f"set it once, in the method section"
+                f"model.{key}={spec[key]} clashes with method.{option}={value} of method "
+                f"'{method}'; set it once, in the method section"
             )
         spec[key] = value
     return spec
@@ -90,7 +91,9 @@ def views_of(batch: Mapping[str, Any]) -> tuple[Tensor, int]:
 
 
 def local_views_of(batch: Mapping[str, Any], batch_size: int) -> Tensor | None:
-    """`batch["local_views"]` (DINO multi-crop) concatenated: (L*B, C, d, h, w), or None if absent."""
+    """`batch["local_views"]` (DINO multi-crop) concatenated: (L*B, C, d, h, w), or
+    None if absent.
+    """
     local = batch.get("local_views")
     if local is None or len(local) == 0:
         return None
@@ -253,12 +256,16 @@ class SelfDistillation(PretrainMethod):
         self.teacher.update(self.student, self.momentum_at(step))
 
     def on_encoder_loaded(self) -> None:
-        """After `init_from`: the teacher starts as a copy of the pretrained student (momentum 0)."""
+        """After `init_from`: the teacher starts as a copy of the pretrained student
+        (momentum 0).
+        """
         self.teacher.update(self.student, 0.0)
 
     @torch.no_grad()
     def teacher_features(self, x: Tensor, mask: Tensor | None = None) -> Features:
-        """The teacher backbone's features of `x` (no gradient), `mask` replaced by ITS mask token."""
+        """The teacher backbone's features of `x` (no gradient), `mask` replaced by
+        ITS mask token.
+        """
         return self.teacher["backbone"](x, mask)
 
     def local_features(self, batch: Mapping[str, Any], batch_size: int) -> Features:
@@ -311,7 +318,8 @@ class SelfDistillation(PretrainMethod):
         views: int,
         step: int,
     ) -> Tensor:
-        """Same-view CE over masked patch tokens (MPD / AMPD): (V*B, N, C) tokens, (V*B, d, h, w) mask.
+        """Same-view CE over masked patch tokens (MPD / AMPD): (V*B, N, C) tokens,
+        (V*B, d, h, w) mask.
 
         The student's head runs on the masked tokens only (the loss reads nothing else); the
         teacher's on all tokens, which the centre update averages.
@@ -326,7 +334,9 @@ class SelfDistillation(PretrainMethod):
         )
 
     def koleo(self, student: Features, views: int) -> Tensor:
-        """KoLeo of the student's `koleo_token` (V*B, C), summed over the V global views (DINOv2)."""
+        """KoLeo of the student's `koleo_token` (V*B, C), summed over the V global
+        views (DINOv2).
+        """
         return sum(self.koleo_loss(z) for z in student[self.koleo_token].chunk(views))
 
     def log_common(self, step: int, mask: Tensor, hints: Tensor | None) -> dict[str, Any]:

@@ -51,7 +51,8 @@ class IBOT(SelfDistillation):
         norm_last_layer: freeze the weight-norm magnitude (False, iBOT ViT-S recipe).
         **distill: projection head (8192, 2048, 256), temperatures (tau_s 0.1, tau_t 0.04 ->
             0.07 over 30 epochs; iBOT uses the same for the patch tokens), centre momentum 0.9
-            and EMA momentum (cosine 0.996 -> 1): see `medmim.methods.distillation.SelfDistillation`.
+            and EMA momentum (cosine 0.996 -> 1): see
+            `medmim.methods.distillation.SelfDistillation`.
     """
 
     method_name = "ibot"
@@ -78,13 +79,14 @@ class IBOT(SelfDistillation):
         dims = net.feature_dims
         if global_token not in ("cls", "pooled"):
             raise ConfigError(
-                f"method '{self.method_name}': global_token must be 'cls' or 'pooled', got '{global_token}'"
+                f"method '{self.method_name}': global_token must be 'cls' or 'pooled', got "
+                f"'{global_token}'"
             )
         if dims[global_token] != dims["patch"]:
             raise ConfigError(
-                f"method '{self.method_name}': the {global_token} token ({dims[global_token]} wide) and the "
-                f"patch tokens ({dims['patch']}) share one head; use global_token=cls or a backbone whose "
-                f"pool_stage equals its sa_stage"
+                f"method '{self.method_name}': the {global_token} token ({dims[global_token]} "
+                f"wide) and the patch tokens ({dims['patch']}) share one head; use "
+                "global_token=cls or a backbone whose pool_stage equals its sa_stage"
             )
         heads = {"head": HeadSpec(dims["patch"], share_last_layer=share_last_layer)}
         super().__init__(

@@ -4,8 +4,9 @@ A frozen tokenizer (stage 1, loaded from `tokenizer=PATH`) turns the image into 
 tokens q_i = softmax(l_i). The universal ViT sees the same image with 55% of its patches replaced
 by a learnable mask token (uniform random cells per sample, as many as the code masks: it keeps
 int(N (1 - 0.55)) visible, which float rounding makes 224 of 500, so 276 are masked, one more than
-the paper's 55% = 275; `rounding="floor_visible"`, and `"ceil"` gives the paper's count); an MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final
-hidden states to logits over the K codes, and the loss is the cross-entropy against q on the
+the paper's 55% = 275; `rounding="floor_visible"`, and `"ceil"` gives the paper's count); an
+MLP with one hidden layer (Linear C->C, GELU, Linear C->K) maps the final hidden states to logits
+over the K codes, and the loss is the cross-entropy against q on the
 masked positions only (`medmim.losses.soft_token`). All blocks see the mask tokens (BEiT/EVA
 style; the code's ViT-B setting).
 
@@ -78,7 +79,8 @@ class PUMITMIM(PretrainMethod):
         self.vit: UniversalViT = BACKBONES.build(dict(backbone))
         if not isinstance(self.vit, UniversalViT):
             raise ConfigError(
-                f"pumit_mim needs a universal ViT backbone (uvit_b16, uvit_demo), got '{backbone.get('name')}'"
+                "pumit_mim needs a universal ViT backbone (uvit_b16, uvit_demo), got "
+                f"'{backbone.get('name')}'"
             )
         self.tokenizer = load_tokenizer(tokenizer)
         if (

@@ -15,7 +15,8 @@ One step (sections 3.2-3.4, Fig. 2), both views as one batch:
    - AMIP (eq. 6): masked L1 over the masked voxels of the MIP head's reconstruction of the
      bottleneck (1x1x1 conv + pixel shuffle), both views;
    - AMPD (eq. 5): CE between teacher and student patch tokens (stage `model.sa_stage`,
-     before the SA block) of the SAME view, over the student's masked tokens, averaged over both views;
+     before the SA block) of the SAME view, over the student's masked tokens, averaged over both
+     views;
    - AITD (eq. 2): CE between the SA [CLS] tokens of the two views, crossed (teacher u vs
      student v and v vs u); GITD (eq. 4): the same for the pooled token.
    Separate centres for the SA [CLS], the pooled token and the patch tokens.
@@ -143,7 +144,8 @@ class SMART(SelfDistillation):
         }
         if not any(self.weights.values()):
             raise ConfigError(
-                f"method '{self.method_name}': every loss weight (l_amip, l_ampd, l_aitd, l_gitd) is 0"
+                f"method '{self.method_name}': "
+                "every loss weight (l_amip, l_ampd, l_aitd, l_gitd) is 0"
             )
         self.attention = attention
         self.masker = (

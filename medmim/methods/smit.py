@@ -88,7 +88,8 @@ class SMIT(SelfDistillation):
     ) -> None:
         if backbone.get("sa_depth", 0) != 0:
             raise ConfigError(
-                f"SMIT has no semantic-attention block; remove model.sa_depth={backbone['sa_depth']}"
+                "SMIT has no semantic-attention block; remove "
+                f"model.sa_depth={backbone['sa_depth']}"
             )
         switches = {"pool_stage": ("pool_stage", pool_stage), "sa_depth": ("sa_depth", 0)}
         spec = backbone_with(

@@ -13,7 +13,9 @@ from medmim.registry import BACKBONES, check_kwargs
 
 
 def check_input(x: Tensor, in_channels: int, divisor: int, who: str) -> None:
-    """Raise ValueError unless `x` is (B, in_channels, D, H, W) with D, H, W divisible by `divisor`."""
+    """Raise ValueError unless `x` is (B, in_channels, D, H, W) with D, H, W divisible
+    by `divisor`.
+    """
     if x.ndim != 5:
         raise ValueError(f"{who}: expected a (B, C, D, H, W) tensor, got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
@@ -25,7 +27,9 @@ def check_input(x: Tensor, in_channels: int, divisor: int, who: str) -> None:
 
 
 def grid_of(spatial: Sequence[int], divisor: int, who: str) -> tuple[int, int, int]:
-    """The grid of `divisor`-voxel cells over a (D, H, W) shape; ValueError if it does not divide."""
+    """The grid of `divisor`-voxel cells over a (D, H, W) shape; ValueError if it
+    does not divide.
+    """
     shape = tuple(int(s) for s in spatial)
     if len(shape) != 3 or any(s % divisor or s == 0 for s in shape):
         fix = (
@@ -48,12 +52,15 @@ def check_mask(mask: Tensor, batch: int, grid: tuple[int, int, int], who: str) -
     if tuple(mask.shape) != (batch, *grid):
         raise ValueError(
             f"{who}: the mask has shape {tuple(mask.shape)} but this input needs (B, d, h, w) = "
-            f"{(batch, *grid)} (masking grid = input size / mask cell); use encoder.mask_grid(x.shape)"
+            f"{(batch, *grid)} (masking grid = input size / mask cell); "
+            "use encoder.mask_grid(x.shape)"
         )
 
 
 def jsonable(value: Any) -> Any:
-    """Tuples become lists (recursively), so that a build spec survives a JSON round trip unchanged."""
+    """Tuples become lists (recursively), so that a build spec survives a JSON round
+    trip unchanged.
+    """
     if isinstance(value, (tuple, list)):
         return [jsonable(v) for v in value]
     if isinstance(value, Mapping):

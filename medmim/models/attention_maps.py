@@ -53,14 +53,16 @@ def attention_to_volume(
         )
     if normalize not in NORMALIZATIONS:
         raise ConfigError(
-            f"normalize='{normalize}' is not known.{did_you_mean(normalize, NORMALIZATIONS)} Use one of {NORMALIZATIONS}"
+            f"normalize='{normalize}' is not known.{did_you_mean(normalize, NORMALIZATIONS)} "
+            f"Use one of {NORMALIZATIONS}"
         )
     squeeze = attn.ndim == 1
     attn = attn.unsqueeze(0) if squeeze else attn
     grid, size = tuple(int(g) for g in grid), tuple(int(s) for s in size)
     if attn.ndim != 2 or len(grid) != 3 or attn.shape[1] != grid[0] * grid[1] * grid[2]:
         raise ValueError(
-            f"attention of shape {tuple(attn.shape)} does not fit grid {grid}: expected (B, {'*'.join(map(str, grid))})"
+            f"attention of shape {tuple(attn.shape)} does not fit grid {grid}: expected (B, "
+            f"{'*'.join(map(str, grid))})"
         )
     vol = attn.detach().float().reshape(attn.shape[0], 1, *grid)
     kwargs = {"align_corners": False} if mode == "trilinear" else {}

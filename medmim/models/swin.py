@@ -59,7 +59,8 @@ class SwinEncoder(nn.Module):
         window_size: window edge (isotropic; MONAI needs a tuple, built here).
         patch_size: patch-embedding edge (2).
         mlp_ratio: MLP width multiple of the Swin blocks.
-        qkv_bias: q/k/v biases in the Swin blocks (SwinUNETR default True; the SMIT MICCAI code False).
+        qkv_bias: q/k/v biases in the Swin blocks (SwinUNETR default True; the SMIT MICCAI code
+            False).
         patch_norm: LayerNorm after the patch embedding (SwinUNETR default False; SMIT code True).
         drop_path_rate: stochastic depth, linear over all Swin blocks.
         sa_stage: stage whose tokens the SA block reads and whose grid is the masking grid (1-4).
@@ -105,7 +106,8 @@ class SwinEncoder(nn.Module):
         }
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(
-                f"SwinEncoder: depths and num_heads need 4 stages, got {list(depths)} / {list(num_heads)}"
+                f"SwinEncoder: depths and num_heads need 4 stages, got {list(depths)} / "
+                f"{list(num_heads)}"
             )
         check_choice("sa_stage", sa_stage, 1, 4)
         check_choice("pool_stage", pool_stage, 1, 4)
@@ -155,7 +157,9 @@ class SwinEncoder(nn.Module):
 
     @property
     def has_cls_attention(self) -> bool:
-        """Whether `forward_features` returns `cls` and `attn`: only with the SA block (sa_depth > 0)."""
+        """Whether `forward_features` returns `cls` and `attn`: only with the SA block
+        (sa_depth > 0).
+        """
         return self.sa is not None
 
     @property
@@ -169,7 +173,9 @@ class SwinEncoder(nn.Module):
         return grid_of(input_shape[-3:], self.mask_cell, "SwinEncoder")
 
     def swinunetr_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that give `SwinUNETR(out_channels=..., **kw).swinViT` this encoder's keys."""
+        """Keyword arguments that give `SwinUNETR(out_channels=..., **kw).swinViT` this
+        encoder's keys.
+        """
         c = self.config
         keys = (
             "in_channels",
@@ -221,9 +227,9 @@ class SwinEncoder(nn.Module):
         Returns:
             patch (B, N, C_k) LN(stage-k tokens), N = d*h*w row-major, C_k = C * 2^sa_stage;
             cls (B, C_k) LN(SA [CLS]); attn (B, N) SATT (eq. 1, float32, rows sum to <= 1);
-            pooled (B, C_p) mean of the normalised `pool_stage` tokens; bottleneck (B, 16C, D/32, ...)
-            the raw stage-4 map; features the 5 MONAI maps (patch embedding, stages 1-4), finest
-            first; grid (d, h, w).
+            pooled (B, C_p) mean of the normalised `pool_stage` tokens; bottleneck
+            (B, 16C, D/32, ...) the raw stage-4 map; features the 5 MONAI maps (patch embedding,
+            stages 1-4), finest first; grid (d, h, w).
         """
         maps = [self.embed(x, mask)]
         for stage in (

@@ -168,7 +168,9 @@ class SoftVQTokenizer(nn.Module):
         return (probs.to(self.codebook.weight.dtype) @ self.codebook.weight).movedim(-1, 1)
 
     def decode(self, probs: Tensor, aniso: Anisotropy) -> Tensor:
-        """Reconstruct (B, C, D, H, W) from token distributions, given the encoder's output state."""
+        """Reconstruct (B, C, D, H, W) from token distributions, given the encoder's
+        output state.
+        """
         recon, _ = self.decoder(self.embed(probs), aniso)
         return recon
 
@@ -220,7 +222,8 @@ def load_tokenizer(path: str | Path) -> SoftVQTokenizer:
     if str(path) == "" or not p.exists():
         raise ConfigError(
             f"tokenizer '{path}' does not exist: train one first (`medmim pretrain --config "
-            "pumit_tokenizer_demo`) and pass its runs/<name>/checkpoints/last.ckpt or export directory"
+            "pumit_tokenizer_demo`) and pass its runs/<name>/checkpoints/last.ckpt "
+            "or export directory"
         )
     if p.is_dir():
         p = (
@@ -244,8 +247,8 @@ def load_tokenizer(path: str | Path) -> SoftVQTokenizer:
         spec, state = ckpt["encoder_config"], ckpt["encoder"]
     if spec.get("name") not in TOKENIZERS:
         raise ConfigError(
-            f"{p}: holds a '{spec.get('name')}', not a tokenizer ({', '.join(TOKENIZERS.names())}); "
-            "pass the checkpoint of a pumit_tokenizer run"
+            f"{p}: holds a '{spec.get('name')}', not a tokenizer "
+            f"({', '.join(TOKENIZERS.names())}); pass the checkpoint of a pumit_tokenizer run"
         )
     tokenizer = TOKENIZERS.build(spec)
     tokenizer.load_state_dict(state)

@@ -164,7 +164,8 @@ class UniversalViT(nn.Module):
         if any(s % p or s == 0 for s, p in zip(shape, patch)):
             raise ValueError(
                 f"UniversalViT: input size {shape} is not a multiple of the patch {patch} at its "
-                f"degree of anisotropy; crop to e.g. {tuple(max(p, s // p * p) for s, p in zip(shape, patch))}"
+                "degree of anisotropy; crop to e.g. "
+                f"{tuple(max(p, s // p * p) for s, p in zip(shape, patch))}"
                 " or pass the right spacing"
             )
         return tuple(s // p for s, p in zip(shape, patch))  # type: ignore[return-value]
@@ -217,8 +218,10 @@ class UniversalViT(nn.Module):
 
         Args:
             x: (B, C_in, D, H, W); D, H, W multiples of `effective_patch`.
-            mask: (B, d, h, w) bool on `mask_grid(x.shape, spacing)`, True = replaced by the mask token.
-            spacing: (3,) or (B, 3) voxel spacing (s_D, s_H, s_W); None = isotropic (or 2D if D = 1).
+            mask: (B, d, h, w) bool on `mask_grid(x.shape, spacing)`, True = replaced by the mask
+                token.
+            spacing: (3,) or (B, 3) voxel spacing (s_D, s_H, s_W); None = isotropic (or 2D if
+                D = 1).
             return_features: also return every block's token map (skip it to save memory in MIM).
 
         Returns:

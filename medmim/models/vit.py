@@ -58,7 +58,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, cls_attn: bool = False) -> tuple[Tensor, Tensor | None]:
-        """X (B, T, C) -> (B, T, C) and, if `cls_attn`, probabilities (B, h, T) of query 0 (float32)."""
+        """X (B, T, C) -> (B, T, C) and, if `cls_attn`, probabilities (B, h, T) of
+        query 0 (float32).
+        """
         b, t, c = x.shape
         q, k, v = (
             self.qkv(x).reshape(b, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)

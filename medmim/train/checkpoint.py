@@ -346,7 +346,8 @@ def init_encoder_from(method: nn.Module, path: str | Path) -> None:
     encoder: nn.Module = method.encoder  # type: ignore[assignment]
     ours = getattr(encoder, "config", None)
     hint = (
-        f" The weights were saved from backbone {spec}; this run builds {ours}: set model.* to match."
+        f" The weights were saved from backbone {spec}; this run builds {ours}: "
+        "set model.* to match."
         if spec is not None
         else ""
     )

@@ -37,7 +37,8 @@ UNIFORM = 0.95
 ONE_HOT = 0.05
 #: teacher cosine across the scans of a batch above this: the same output for every scan.
 SAME_OUTPUT = 0.99
-#: distillation CE above this multiple of ln K: the student does not match even near-uniform targets.
+#: distillation CE above this multiple of ln K: the student does not match even near-uniform
+#: targets.
 CE_MARGIN = 1.02
 #: logged rows averaged for the CE-above-ln-K check.
 CE_ROWS = 10
@@ -106,8 +107,9 @@ class HealthCheck:
 
     A family is reported as uniform or collapsed when consecutive logged rows in that state
     cover at least `RUN_FRACTION` of the run's steps (for uniform, counted only after the first
-    `RUN_FRACTION`: every DINO-style run starts uniform, and a learning run leaves it there); its CE is reported when its mean over the
-    last `CE_ROWS` rows logged past that fraction is above `CE_MARGIN` * ln K.
+    `RUN_FRACTION`: every DINO-style run starts uniform, and a learning run leaves it there); its
+    CE is reported when its mean over the last `CE_ROWS` rows logged past that fraction is above
+    `CE_MARGIN` * ln K.
 
     Args:
         total_steps: steps of the whole run.
@@ -183,9 +185,9 @@ class HealthCheck:
             return []
         self._warned.add(key)
         return [
-            f"step {step}: distillation health: the '{family}' distillation CE ({mean_ce:.3f}, mean "
-            f"of the last {len(window)} logged steps) is above ln K ({mean_ln_k:.3f}): the student "
-            f"does not even match near-uniform targets. {CE_ADVICE}"
+            f"step {step}: distillation health: the '{family}' distillation CE ({mean_ce:.3f}, "
+            f"mean of the last {len(window)} logged steps) is above ln K ({mean_ln_k:.3f}): the "
+            f"student does not even match near-uniform targets. {CE_ADVICE}"
         ]
 
 

@@ -3,9 +3,10 @@
 
 One optimizer step: schedule (lr, wd from the step) -> for each of `accumulate` micro-batches:
 autocast forward, backward (DDP syncs on the last) -> all-reduce [loss, non-finite count] ->
-non-finite guard -> unscale, drop the gradients of the method's frozen parameters, clip -> AdamW step -> EMA hook ->
-log, figures, checkpoint. A step is a pure function of (weights, optimizer state, step, RNG
-states, data position), all of which the checkpoint holds, so a resumed run continues exactly.
+non-finite guard -> unscale, drop the gradients of the method's frozen parameters, clip -> AdamW
+step -> EMA hook -> log, figures, checkpoint. A step is a pure function of (weights, optimizer
+state, step, RNG states, data position), all of which the checkpoint holds, so a resumed run
+continues exactly.
 
 A non-finite loss (or, outside fp16, non-finite gradients) on any rank is counted on the device
 and found at the next check step (a logging or checkpoint step), which rolls every rank back to

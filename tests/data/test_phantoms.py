@@ -1,4 +1,6 @@
-"""Synthetic CT phantoms: labels vs masks, HU ranges, geometry, determinism, derived datasets, CLI."""
+"""Synthetic CT phantoms: labels vs masks, HU ranges, geometry, determinism, derived
+datasets, CLI.
+"""
 
 from __future__ import annotations
 

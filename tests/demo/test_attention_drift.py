@@ -1,4 +1,6 @@
-"""Attention drift: the correlation of an encoder's attention maps with scratch's (its initial ones)."""
+"""Attention drift: the correlation of an encoder's attention maps with scratch's (its
+initial ones).
+"""
 
 from __future__ import annotations
 

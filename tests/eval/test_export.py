@@ -1,4 +1,6 @@
-"""Export/import of encoders: contract files, round trip, strict MONAI SwinUNETR load, errors, CLI."""
+"""Export/import of encoders: contract files, round trip, strict MONAI SwinUNETR load,
+errors, CLI.
+"""
 
 from __future__ import annotations
 
@@ -98,7 +100,8 @@ def test_mismatched_swinunetr_lists_the_keys(tmp_path: Path) -> None:
     )
     with pytest.raises(
         DataError,
-        match=r"shape mismatches \(\d+\): layers1\.0\.blocks\.0\.attn\.proj\.bias: file \(12,\) vs model \(24,\)",
+        match=r"shape mismatches \(\d+\): layers1\.0\.blocks\.0\.attn\.proj\.bias: "
+        r"file \(12,\) vs model \(24,\)",
     ):
         load_into_swinunetr(wrong, out)
     vit_run = tmp_path / "vit"

@@ -13,7 +13,9 @@ from medmim.layers.class_attention import ClassAttention, ClassAttentionBlock, S
 def reference_class_attention(
     attn: ClassAttention, z: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop-over-heads reference: softmax(q_cls k^T / sqrt(d)) v, written from the CaiT equations."""
+    """Loop-over-heads reference: softmax(q_cls k^T / sqrt(d)) v, written from the
+    CaiT equations.
+    """
     b, t, c = z.shape
     h = attn.num_heads
     d = c // h

@@ -85,7 +85,9 @@ def test_target_is_int_of_ratio_times_n_as_the_official_code() -> None:
 
 
 def test_default_min_cells_is_ibots_on_a_one_slice_grid() -> None:
-    """iBOT: min_num_patches = (min(H, W) // 3)^2 = 16 on 14 x 14; a 1 x 14 x 14 grid is that grid."""
+    """iBOT: min_num_patches = (min(H, W) // 3)^2 = 16 on 14 x 14; a 1 x 14 x 14 grid
+    is that grid.
+    """
     assert default_min_cells((1, 14, 14)) == 16 and default_min_cells((14, 1, 14)) == 16
     assert default_min_cells((6, 6, 6)) == 8 and default_min_cells((12, 12, 4)) == 1
     assert default_min_cells((1, 1, 1)) == 1 and default_min_cells((1, 1, 9)) == 3

@@ -39,7 +39,8 @@ BACKBONE_OF: dict[str, dict[str, Any]] = {
 }
 CONTEXT = TrainContext(steps_per_epoch=10, total_steps=100, in_channels=1, crop_size=(32, 32, 32))
 
-#: PUMIT: a tiny tokenizer (stage 1) and universal ViT (stage 2); 16 x 32 x 32 inputs, 1 x 2 x 2 tokens.
+#: PUMIT: a tiny tokenizer (stage 1) and universal ViT (stage 2); 16 x 32 x 32 inputs,
+#: 1 x 2 x 2 tokens.
 PUMIT_TOKENIZER: dict[str, Any] = {
     "name": "soft_vq_tokenizer",
     "channels": [8, 8, 16],

@@ -1,4 +1,6 @@
-"""`init_from` loads pretrained weights into the student; the teacher must follow (not stay random)."""
+"""`init_from` loads pretrained weights into the student; the teacher must follow (not
+stay random).
+"""
 
 import pytest
 import torch

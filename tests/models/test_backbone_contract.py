@@ -1,8 +1,9 @@
 """The backbone contract (medmim.types), checked over every registered backbone.
 
 Every entry is built small so that the file stays fast: a hierarchical backbone (one with
-`depths`) gets embed_dim 12 and one block per stage, a plain ViT (one with `depth`) gets embed_dim 48 and 2 blocks; heads
-are kept (12 and 48 divide by every preset's head counts). Other backbones keep their defaults.
+`depths`) gets embed_dim 12 and one block per stage, a plain ViT (one with `depth`) gets
+embed_dim 48 and 2 blocks; heads are kept (12 and 48 divide by every preset's head counts). Other
+backbones keep their defaults.
 """
 
 from __future__ import annotations

@@ -119,7 +119,8 @@ def test_init_encoder_from_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     wider = ToyAutoencoder({"name": "toy_encoder", "dim": 16})
     with pytest.raises(
         ConfigError,
-        match=r"a.ckpt: .* 8 of another shape \[.pos_embed \(1, 8, 4, 4, 4\) \(here \(1, 16, 4, 4, 4\)\).*saved from backbone .*'dim': 8",
+        match=r"a.ckpt: .* 8 of another shape \[.pos_embed \(1, 8, 4, 4, 4\) "
+        r"\(here \(1, 16, 4, 4, 4\)\).*saved from backbone .*'dim': 8",
     ):
         ck.init_encoder_from(wider, tmp_path / "a.ckpt")
     state = source.encoder.state_dict()

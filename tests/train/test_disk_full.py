@@ -50,7 +50,9 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path: Path, monkeypat
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """An 80 MiB tmpfs (the run-start guard asks for 64 MiB of room for logs) (needs the right to mount: root on Linux; skipped elsewhere)."""
+    """An 80 MiB tmpfs (the run-start guard asks for 64 MiB of room for logs) (needs the right to
+    mount: root on Linux; skipped elsewhere).
+    """
     mount = tmp_path / "disk"
     mount.mkdir()
     if (

@@ -23,7 +23,8 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
     with pytest.raises(
         ConfigError,
-        match=r"already holds a run; continue it with medmim pretrain --resume .*a \(or resume=true\)",
+        match=r"already holds a run; continue it with medmim pretrain --resume "
+        r".*a \(or resume=true\)",
     ):
         rd.check_run_dir(run, resume=False)
 
@@ -57,7 +58,8 @@ def test_full_disk_fails_before_training(tmp_path: Path, monkeypatch) -> None:
 
 def test_resume_config_changes(tmp_path: Path, caplog) -> None:
     (tmp_path / "config.yaml").write_text(
-        "model: {name: vit, dim: 8}\noptim: {lr: 0.1}\ntrain: {max_steps: 10, log_every: 1}\nresume: false\n",
+        "model: {name: vit, dim: 8}\noptim: {lr: 0.1}\n"
+        "train: {max_steps: 10, log_every: 1}\nresume: false\n",
         encoding="utf-8",
     )
     with caplog.at_level(logging.WARNING):

@@ -222,7 +222,8 @@ class Torso:
                 min_radius=thinnest,
                 max_segments=int(250 * detail),
             )
-            # peripheral subtrees (their feeding branches are left out) fill what the main tree missed
+            # peripheral subtrees (their feeding branches are left out) fill what the main tree
+            # missed
             points = lung.lo + (lung.hi - lung.lo) * rng.random((400, 3))
             points = points[sdf_at(lung, points) < -12][: int(14 * detail)]
             for p in points:

@@ -192,7 +192,9 @@ def texture(
     cells: int = 6,
     extra: Callable[[Array, Array, Array], Array] | None = None,
 ) -> Callable[[Array, Array, Array], Array]:
-    """A value function for `Canvas.paint`: base HU + amplitude x a smooth random field (+ extra)."""
+    """A value function for `Canvas.paint`: base HU + amplitude x a smooth random
+    field (+ extra).
+    """
     seed = int(rng.integers(2**31))
 
     def value(x: Array, y: Array, z: Array) -> Array:

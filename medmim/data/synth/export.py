@@ -71,7 +71,8 @@ def sample_cube(
     order: int = 1,
     cval: float = 0.0,
 ) -> np.ndarray:
-    """Resample `volume` on a RAS-aligned cube (`size`^3, `spacing` mm) centred at `center` (world mm).
+    """Resample `volume` on a RAS-aligned cube (`size`^3, `spacing` mm) centred at `center`
+    (world mm).
 
     Voxels outside the volume get `cval`. Returns float32 (size, size, size) in RAS order.
     """
@@ -97,7 +98,9 @@ def to_uint8(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 
 def shrink_cube(cube: np.ndarray, size: int) -> np.ndarray:
-    """Downsample a cube to `size`^3: 2x2x2 mean pooling while that stays >= size, then linear zoom."""
+    """Downsample a cube to `size`^3: 2x2x2 mean pooling while that stays >= size, then
+    linear zoom.
+    """
     out = cube.astype(np.float32)
     while out.shape[0] % 2 == 0 and out.shape[0] // 2 >= size:
         n = out.shape[0] // 2

@@ -52,7 +52,9 @@ def _blob(
     kappa: float = 6.0,
     grow: float = 0.0,
 ) -> Ellipsoid:
-    """A randomly rotated ellipsoid of mean radius `radius` with lobules of relative size `lobulation`."""
+    """A randomly rotated ellipsoid of mean radius `radius` with lobules of relative size
+    `lobulation`.
+    """
     semi = radius * np.array([1.0, rng.uniform(flat, 1.0), rng.uniform(flat, 1.0)])
     m = int(rng.integers(4, 9))
     amps = lobulation * rng.uniform(0.3, 1.0, m) * np.where(rng.random(m) < 0.3, -0.6, 1.0)
