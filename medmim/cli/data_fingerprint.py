@@ -24,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="write the fingerprint as JSON here (default: print it only)",
     )
+    add_sampling_flags(parser)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Add --image-key, --split (which records), --samples and --seed (which voxels).
+
+    Shared with `medmim data plan`.
+    """
     add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
     add_flag(parser, "split", default="training", help="datalist section or npz split")
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
@@ -32,14 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the source's fingerprint (and write it to --out); returns 1 if none is readable."""
-    from medmim.data.fingerprint import fingerprint, format_summary
-    from medmim.data.sources import resolve_source
+    from medmim.data.fingerprint import fingerprint_source, format_summary
 
-    unlisted: list = []  # sub-folders that cannot be listed: reported as unreadable
-    records = resolve_source(args.source, key=args.image_key, split=args.split, skipped=unlisted)
-    fp = fingerprint(records, samples=args.samples, seed=args.seed)
-    fp["unreadable"] = [e.to_record() for e in unlisted] + fp["unreadable"]
-    fp["num_unreadable"] += len(unlisted)
+    fp = fingerprint_source(
+        args.source, key=args.image_key, split=args.split, samples=args.samples, seed=args.seed
+    )
     print(format_summary(fp))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

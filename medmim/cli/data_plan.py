@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from medmim.cli._eval_args import add_flag
+from medmim.cli.data_fingerprint import add_sampling_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,22 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=96,
         help="cap of the suggested crop size per axis (96 or 128)",
     )
-    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
-    add_flag(parser, "split", default="training", help="datalist section or npz split")
-    parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
-    add_flag(parser, "seed", type=int, default=0, help="seed of the voxel sampling")
+    add_sampling_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Fingerprint the source, print the plan and write it to `--out`; returns 0."""
-    from medmim.data.fingerprint import fingerprint
+    from medmim.data.fingerprint import fingerprint_source
     from medmim.data.plan import format_plan, make_plan, write_plan
-    from medmim.data.sources import resolve_source
 
-    unlisted: list = []  # sub-folders that cannot be listed: reported, left out
-    records = resolve_source(args.source, key=args.image_key, split=args.split, skipped=unlisted)
-    fp = fingerprint(records, samples=args.samples, seed=args.seed)
-    fp["unreadable"] = [e.to_record() for e in unlisted] + fp["unreadable"]
+    fp = fingerprint_source(
+        args.source, key=args.image_key, split=args.split, samples=args.samples, seed=args.seed
+    )
     plan = make_plan(fp, source=str(args.source), max_crop=args.max_crop)
     print(format_plan(plan))
     for bad in fp["unreadable"]:

@@ -22,7 +22,7 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from medmim.data.io import spacing_of
-from medmim.data.sources import Record
+from medmim.data.sources import Record, resolve_source
 from medmim.errors import DataError
 
 PERCENTILES = (0.5, 5.0, 25.0, 50.0, 75.0, 95.0, 99.5)
@@ -56,6 +56,34 @@ def fingerprint(
         pooled.append(sample)
         cases.append(_case(record, volume, sample))
     return _summarise(records, cases, unreadable, pooled)
+
+
+def fingerprint_source(
+    source: str,
+    *,
+    key: str = "image",
+    split: str = "training",
+    samples: int = 10_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`fingerprint` of every record of `source`; sub-folders that cannot be listed are
+    counted and listed among the unreadable files instead of stopping the scan.
+
+    Args:
+        source: a folder, datalist JSON, CSV, MedMNIST npz or one image.
+        key: the datalist / CSV field of the image path.
+        split: the datalist section or npz split.
+        samples: voxels sampled per scan.
+        seed: seed of the voxel sampling.
+        progress: show a progress bar.
+    """
+    unlisted: list[DataError] = []
+    records = resolve_source(source, key=key, split=split, skipped=unlisted)
+    fp = fingerprint(records, samples=samples, seed=seed, progress=progress)
+    fp["unreadable"] = [e.to_record() for e in unlisted] + fp["unreadable"]
+    fp["num_unreadable"] += len(unlisted)
+    return fp
 
 
 def guess_modality(sample: np.ndarray) -> str:
