@@ -220,8 +220,8 @@ def _train_step(s: Session, batches: Any, step: int, check: bool) -> tuple[dict[
         scalars = {}
     if update:
         s.scaler.step(s.optimizer)  # skips the update itself on an fp16 overflow
-        s.scaler.update()
         s.method.on_optimizer_step(step)
+    s.scaler.update()  # also after a roll-back: the gradients were unscaled, reset the scaler
     s.optimizer.zero_grad(set_to_none=True)
     if check and s.scaler.is_enabled():
         scalars["amp/scale"] = s.scaler.get_scale()

@@ -240,3 +240,21 @@ def test_lr_is_scaled_by_the_global_batch_and_saved(tmp_path: Path) -> None:
     assert "peak learning rate 0.002 at a global batch of 4 (optim.base_lr 0.128 x 4 / 256)" in (
         run / "train.log"
     ).read_text(encoding="utf-8")
+
+
+def test_fp16_rollback_leaves_the_scaler_ready_for_the_next_step(tmp_path: Path) -> None:
+    """A roll-back skips the update after the gradients were unscaled: the scaler must still be
+    reset, or the next step's unscale_ fails ("already been called since the last update")."""
+    run = pretrain(
+        toy_config(
+            tmp_path,
+            "train.max_steps=6",
+            "train.precision=fp16",
+            "train.log_every=1",
+            "method.nan_at=[3]",
+        ),
+        dataset=ToyVolumes(),
+    )
+    logged = rows(run)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    assert [r["nonfinite/total"] for r in logged] == [0, 0, 0, 1, 1, 1]
