@@ -110,7 +110,7 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
         end = min((epoch + 1) * s.steps_per_epoch, total)
         window_start = time.perf_counter()
         while s.step < end:
-            check = _is_check(s, s.step + 1, stop)
+            check = _is_check(s, s.step + 1)
             scalars, visuals = _train_step(s, batches, s.step, check)
             s.step += 1
             monitor.progress(s.step)
@@ -118,7 +118,9 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
                 _after_check(s, monitor, scalars, time.perf_counter() - window_start)
                 window_start = time.perf_counter()
             _save_visuals(s, visuals)
-            if check and stop is not None and _stop_requested(s, stop):
+            if stop is not None and _stop_requested(s, stop):
+                if not check:
+                    _settle(s, monitor)
                 path = s.save()
                 monitor.info(
                     f"stopped by {signal.Signals(stop.signum or 15).name} after step "
@@ -133,10 +135,9 @@ def _train(s: Session, monitor: Monitor, stop: StopRequest | None = None) -> Non
         monitor.info(f"done: {total} steps; weights in {s.run_dir / CKPT_DIR / ck.LAST}")
 
 
-def _is_check(s: Session, done: int, stop: StopRequest | None) -> bool:
+def _is_check(s: Session, done: int) -> bool:
     """Whether the step that makes `done` steps reads its counters back (a host
-    synchronisation): logging, checkpoint and last steps (the same on every rank), and, in one
-    process, the step after a stop request.
+    synchronisation): logging, checkpoint and last steps, the same on every rank.
     """
     t = s.cfg.train
     return (
@@ -145,8 +146,22 @@ def _is_check(s: Session, done: int, stop: StopRequest | None) -> bool:
         or done % int(t.ckpt_every) == 0
         or done == s.schedule.total_steps
         or bool(t.keep_every and done % int(t.keep_every) == 0)
-        or (stop is not None and stop.signum is not None and not s.info.distributed)
     )
+
+
+def _settle(s: Session, monitor: Monitor) -> None:
+    """Before a save after a step that was not a check step (a stop request in one process):
+    read the guard's count of the steps since the last check, and roll back if any was
+    non-finite, so that a checkpoint never holds weights no check has seen.
+    """
+    n_bad = int(all_reduce_sum(s.guard.pending.clone(), s.info).item())
+    s.guard.pending.zero_()
+    if n_bad:
+        _check(s, s.step, n_bad)
+        monitor.info(
+            f"non-finite loss or gradients in the last {s.step - s.last_check} steps: rolled "
+            f"back to the state before step {s.rolled_back_to}"
+        )
 
 
 def _stop_requested(s: Session, stop: StopRequest) -> bool:

@@ -92,3 +92,29 @@ def test_resume_command_drops_an_old_resume_flag(monkeypatch) -> None:
     )
     assert resume_command() == "medmim pretrain --config smart_demo 'name=a b' resume=true"
     assert json.dumps(resume_command())  # a plain string
+
+
+def test_a_stop_between_check_steps_saves_only_checked_weights(tmp_path: Path, monkeypatch) -> None:
+    """A signal after a step that is not a check step: the guard's pending count is read before
+    the save, so a NaN step since the last check is rolled back, not saved."""
+    from toy_training import ToyAutoencoder
+
+    forward = ToyAutoencoder.forward
+
+    def signalling(self, batch, step):
+        if step == 3:
+            os.kill(
+                os.getpid(), signal.SIGTERM
+            )  # caught by the run's handler: stop after this step
+        return forward(self, batch, step)
+
+    monkeypatch.setattr(ToyAutoencoder, "forward", signalling)
+    cfg = toy_config(tmp_path, "method.nan_at=[2]", "train.log_every=100", "train.ckpt_every=100")
+    with pytest.raises(RunInterrupted):
+        pretrain(cfg, dataset=ToyVolumes())
+    ckpt = torch.load(tmp_path / "toy" / "checkpoints" / "last.ckpt", weights_only=True)
+    # step 2 is NaN; its update makes step 3 NaN too: two non-finite steps, both undone
+    assert ckpt["step"] == 4 and ckpt["counters"]["nonfinite_total"] == 2
+    assert all(v.isfinite().all() for v in ckpt["method"].values() if v.is_floating_point())
+    log = (tmp_path / "toy" / "train.log").read_text(encoding="utf-8")
+    assert "non-finite loss or gradients in the last 3 steps: rolled back" in log
