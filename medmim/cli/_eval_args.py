@@ -87,6 +87,22 @@ def add_seed_device_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_record_flags(parser: argparse.ArgumentParser, on_error: bool = False) -> None:
+    """Add --image-key and --split (which records of a datalist / CSV / npz source are read),
+    and with `on_error` the --on-error choice for an unreadable scan.
+    """
+    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
+    add_flag(parser, "split", default="training", help="datalist section or npz split")
+    if on_error:
+        add_flag(
+            parser,
+            "on_error",
+            choices=("skip", "fail"),
+            default="skip",
+            help="skip: list an unreadable scan (skipped.jsonl) and go on; fail: stop",
+        )
+
+
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     """--no-progress."""
     add_flag(parser, "no_progress", action="store_true", help="no progress bars")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medmim.cli._eval_args import add_flag, add_progress_flag
+from medmim.cli._eval_args import add_flag, add_progress_flag, add_record_flags
 from medmim.data.config import RECIPES
 
 
@@ -31,15 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/.cache"),
         help="the persistent cache folder",
     )
-    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
-    add_flag(parser, "split", default="training", help="datalist section or npz split")
-    add_flag(
-        parser,
-        "on_error",
-        choices=("skip", "fail"),
-        default="skip",
-        help="skip: list an unreadable scan and go on; fail: stop at the first",
-    )
+    add_record_flags(parser, on_error=True)
     add_progress_flag(parser)
 
 

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medmim.cli._eval_args import add_flag
+from medmim.cli._eval_args import add_flag, add_record_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,7 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 
     Shared with `medmim data plan`.
     """
-    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
-    add_flag(parser, "split", default="training", help="datalist section or npz split")
+    add_record_flags(parser)
     parser.add_argument("--samples", type=int, default=10_000, help="voxels sampled per scan")
     add_flag(parser, "seed", type=int, default=0, help="seed of the voxel sampling")
 

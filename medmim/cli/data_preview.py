@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medmim.cli._eval_args import add_flag
+from medmim.cli._eval_args import add_flag, add_record_flags
 from medmim.data.config import RECIPES
 
 
@@ -37,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the persistent cache folder",
     )
     add_flag(parser, "seed", type=int, default=0, help="seed of the two views")
-    add_flag(parser, "image_key", default="image", help="datalist/CSV field of the image path")
-    add_flag(parser, "split", default="training", help="datalist section or npz split")
+    add_record_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from medmim.cli._eval_args import add_encoder_flags, add_flag
+from medmim.cli._eval_args import add_encoder_flags, add_record_flags
 from medmim.cli._labelled_args import add_feature_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the encoder, source-field, error-handling and feature flags to `parser`."""
     add_encoder_flags(parser)
-    add_flag(parser, "image_key", default="image", help="datalist / CSV field of the image path")
-    add_flag(parser, "split", default="training", help="datalist section or npz split")
-    add_flag(
-        parser,
-        "on_error",
-        choices=("skip", "fail"),
-        default="skip",
-        help="skip: list an unreadable scan in OUT/skipped.jsonl and go on; fail: stop",
-    )
+    add_record_flags(parser, on_error=True)
     add_feature_flags(parser)
 
 
