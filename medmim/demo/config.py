@@ -57,6 +57,8 @@ class DemoConfig:
         pretrain_steps: optimizer steps per method.
         batch_size: scans per pretraining step (two views each).
         pretrain_overrides: extra `key=value` overrides for every pretraining run.
+        tiny_model: also apply each preset's `demo.tiny` overrides (a network of a few
+            thousand parameters; the `tiny` budget, for tests).
         feature: embedding for the linear probe and clustering ("pooled": the same for all).
         linear_folds: stratified folds of the linear probe.
         finetune_folds: folds of the fine-tuning (1 = a stratified 20% of the training nodules
@@ -91,6 +93,7 @@ class DemoConfig:
     pretrain_steps: int = 250
     batch_size: int = 4
     pretrain_overrides: list[str] = field(default_factory=list)
+    tiny_model: bool = False
     feature: str = "pooled"
     linear_folds: int = 5
     finetune_folds: int = 2
@@ -141,14 +144,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "nodules": [4, 6],
         "pretrain_steps": 2,
         "batch_size": 2,
-        "pretrain_overrides": [
-            "model.embed_dim=12",
-            "model.depths=[1,1,1,1]",
-            "model.num_heads=[1,1,2,4]",
-            "method.out_dim=128",
-            "method.hidden_dim=32",
-            "method.bottleneck_dim=16",
-        ],
+        "tiny_model": True,  # each preset's demo.tiny: the network's sizes are the method's
         "linear_folds": 2,
         "finetune_folds": 1,
         "finetune_epochs": 1,
@@ -171,10 +167,13 @@ class PresetDemo:
             enough for the demo's small crops).
         crop_grid: config key -> cell size in voxels: the key is set to [crop / cell] * 3, e.g.
             `{model.pos_grid: 16}` for a ViT whose position grid must match the crop.
+        tiny: overrides of the `tiny` budget (`DemoConfig.tiny_model`): the smallest network of
+            this architecture and head, so that a whole study runs in seconds.
     """
 
     overrides: list[str] = field(default_factory=list)
     crop_grid: dict[str, int] = field(default_factory=dict)
+    tiny: list[str] = field(default_factory=list)
 
     def for_crop(self, crop: int) -> list[str]:
         """The overrides for cubic crops of `crop` voxels."""

@@ -45,7 +45,8 @@ Stage = tuple[str, str, Callable[[], dict[str, Any] | None]]
 
 def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) -> list[str]:
     """`key=value` overrides of `<method>_demo` that give every method the same data and budget,
-    then the preset's own `demo:` section at this crop (`PresetDemo`), then the user's.
+    then the preset's own `demo:` section at this crop (`PresetDemo`; its `tiny` sizes under
+    the tiny budget), then the user's.
     """
     s, c = float(cfg.spacing), int(cfg.crop)
     warmup = max(1, cfg.pretrain_steps // 10)
@@ -71,6 +72,7 @@ def pretrain_overrides(cfg: DemoConfig, method: str, out: Path, resume: bool) ->
             "train.progress=true",
         ]
         + preset_demo(f"{method}_demo").for_crop(c)
+        + (preset_demo(f"{method}_demo").tiny if cfg.tiny_model else [])
         + list(cfg.pretrain_overrides)
     )
 

@@ -116,3 +116,24 @@ def test_report_of_every_method(tmp_path: Path) -> None:
             )
         distils = "distillation" in METHODS.get(method).loss_terms.values()
         assert (f"| {method.upper()} | patch |" in report) == distils
+
+
+@pytest.mark.parametrize("method", [m for m in PACKAGE_METHODS if "pumit" not in m])
+def test_tiny_budget_shrinks_every_method_from_its_own_preset(method: str, tmp_path: Path) -> None:
+    """The tiny budget's network sizes come from each preset's `demo.tiny` (no architecture
+    in demo/): every self-distillation method gets one, and it is much smaller."""
+    from medmim.types import TrainContext
+
+    assert preset_demo(f"{method}_demo").tiny, f"{method}_demo has no demo.tiny sizes"
+    sizes = {}
+    for budget in ("default", "tiny"):
+        cfg = demo_config(budget, [f"methods=[{method}]", "crop=32"])
+        run = to_dict(
+            load_config(
+                f"{method}_demo", pretrain_overrides(cfg, method, tmp_path, False), schema=RunConfig
+            )
+        )
+        context = TrainContext(steps_per_epoch=1, total_steps=2, crop_size=(32, 32, 32))
+        built = METHODS.build(run["method"], backbone=run["model"], context=context)
+        sizes[budget] = sum(p.numel() for p in built.parameters())
+    assert sizes["tiny"] < sizes["default"] / 2, sizes  # (SMART: the MIP head stays 6 M)
