@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
+import nibabel
 import pytest
 import torch
 
@@ -29,3 +32,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+#: A real T1 brain MRI (33 x 41 x 25 voxels of 2 mm) shipped in nibabel's wheel.
+ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+
+
+@pytest.fixture
+def mr_dir(tmp_path: Path) -> Path:
+    """A folder holding nibabel's real T1 as t1.nii (the MR tests' data)."""
+    assert ANATOMICAL.is_file(), "nibabel's wheel ships tests/data/anatomical.nii"
+    (tmp_path / "mr").mkdir()
+    shutil.copy(ANATOMICAL, tmp_path / "mr" / "t1.nii")
+    return tmp_path / "mr"

@@ -3,11 +3,9 @@ the recipe-vs-modality check at pretraining start and downstream."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-import nibabel
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -19,17 +17,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "train"))  # the toy method
 sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))  # tiny exported encoders
 from _downstream_data import NATIVE, TINY_VIT, write_export  # noqa: E402
 from toy_training import toy_config  # noqa: E402
-
-#: A real T1 brain MRI (33 x 41 x 25 voxels of 2 mm) shipped in nibabel's wheel.
-ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
-
-
-@pytest.fixture
-def mr_dir(tmp_path: Path) -> Path:
-    assert ANATOMICAL.is_file(), "nibabel's wheel ships tests/data/anatomical.nii"
-    (tmp_path / "mr").mkdir()
-    shutil.copy(ANATOMICAL, tmp_path / "mr" / "t1.nii")
-    return tmp_path / "mr"
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ configs, the foreground z-score and the recipe-vs-modality check."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import nibabel
 import numpy as np
 import pytest
 import torch
@@ -22,17 +20,6 @@ from medmim.data.recipe_check import check_recipe_modality, recipe_modality
 from medmim.data.sources import resolve_source
 from medmim.errors import ConfigError
 from medmim.train.config import RunConfig
-
-#: A real T1 brain MRI (33 x 41 x 25 voxels of 2 mm) shipped in nibabel's wheel.
-ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
-
-
-@pytest.fixture
-def mr_dir(tmp_path: Path) -> Path:
-    assert ANATOMICAL.is_file(), "nibabel's wheel ships tests/data/anatomical.nii"
-    (tmp_path / "mr").mkdir()
-    shutil.copy(ANATOMICAL, tmp_path / "mr" / "t1.nii")
-    return tmp_path / "mr"
 
 
 @pytest.fixture
